@@ -1,0 +1,182 @@
+r"""Default configuration: NL3D on MARS with the adopted paper recipe.
+
+Every other config starts from this one and overrides a few keys. Run:
+
+  python -m vreid_jax.main --config configs/default.py --workdir runs/nl3d_mars \
+      --config.data.data_dir=/path/to/tfds_data
+
+Durations carry their unit in the name (`_steps`, `_epochs`). The file is declarative: it imports
+nothing heavy and does no work.
+"""
+
+import ml_collections
+
+
+def get_config(arg=None):
+    """Returns the default config. `arg` is unused here (see configs/demo.py for one that uses it)."""
+    del arg
+    config = ml_collections.ConfigDict()
+
+    # What to run: 'train_and_eval' (train, evaluating periodically and at the end), 'train' (no
+    # evaluation), or 'eval' (evaluate a checkpoint without training).
+    config.mode = "train_and_eval"
+    # Seeds every random stream: parameter init, dropout, data order, augmentation, synthetic data.
+    config.seed = 0
+
+    # ---------------------------------------------------------------- data
+    config.data = ml_collections.ConfigDict()
+    # Dataset name: 'mars', 'dukev', 'ilidsvid', 'prid2011' or 'lsvid'.
+    config.data.name = "mars"
+    # TFDS data_dir holding the shards written by `python -m data_prep.build --data_dir ...`.
+    config.data.data_dir = ""
+    # For iLIDS-VID and PRID-2011: which of the 10 published train/test splits (0-9).
+    config.data.split = 0
+    # If True and `data_dir` holds no built dataset, generate a synthetic dataset in the real layout
+    # of `name` and build it there (the demo uses this; real data is never generated).
+    config.data.synthetic = False
+    # Size of the synthetic dataset when `synthetic` is True: identities per split and tracklets.
+    config.data.synthetic_num_ids = 64
+    config.data.synthetic_tracklets_per_id = 4
+    config.data.synthetic_min_len = 8
+    config.data.synthetic_max_len = 48
+
+    # ---------------------------------------------------------------- input pipeline
+    config.input = ml_collections.ConfigDict()
+    # Frame size fed to the network (height, width), after resizing.
+    config.input.height = 256
+    config.input.width = 128
+    # P identities x K clips per global batch (global batch = P * K clips).
+    config.input.num_ids_per_batch = 32
+    config.input.num_instances = 4
+    # 'identity': every training identity once per epoch with K tracklets (replacement where it has
+    # fewer); 'tracklet': torchreid/AP3D's RandomIdentitySampler, every tracklet about once per epoch.
+    config.input.epoch = "identity"
+    # Frames per training clip (T).
+    config.input.clip_len = 8
+    # Temporal sampler for training clips: 'restricted_window' (one random frame from each of T equal
+    # chunks of a random `window`-frame span, loop-padded; the NL3D recipe), 'restricted' (one random
+    # frame per equal chunk of the whole tracklet), 'consecutive' (T consecutive frames from a random
+    # start, loop-padded; the GLTR recipe) or 'evenly' (T evenly spaced frames).
+    config.input.train_sampler = "restricted_window"
+    config.input.window = 64
+    # Clip-consistent augmentation (one random draw per clip, never per frame).
+    config.input.flip = True
+    config.input.pad = 10  # Zero-pad by this many pixels, then random-crop back (0 disables).
+    config.input.random_erasing = 0.0  # Probability of random erasing per clip (0 disables).
+    # tf.data parallelism: -1 = AUTOTUNE. Batches prefetched ahead of the accelerator.
+    config.input.num_parallel_calls = -1
+    config.input.prefetch = 2
+
+    # ---------------------------------------------------------------- model
+    config.model = ml_collections.ConfigDict()
+    # 'nl3d' (3D (2+1)D ResNet-50 + non-local) or 'gltr'.
+    config.model.name = "nl3d"
+    # ResNet depth: 50 for the papers; 'tiny' presets for tests come from `stage_sizes`/`width`.
+    config.model.depth = 50
+    # Blocks per stage; empty = the standard layout of `depth` (ResNet-50: 3, 4, 6, 3).
+    config.model.stage_sizes = ()
+    # Channels of the first stage (64 for ResNet-50); smaller for quick CPU runs.
+    config.model.width = 64
+    # Stride of the last stage: 1 keeps a 16x8 map at 256x128 (AP3D, GLTR), 2 is torchvision's.
+    config.model.last_stride = 1
+    # Path to an ImageNet ResNet-50 `.npz` from `python -m data_prep.convert_resnet50`; '' = random init.
+    config.model.pretrained = ""
+    # Compute dtype: 'float32' or 'bfloat16' (parameters, BN statistics and losses stay float32).
+    config.model.dtype = "float32"
+    # Size of the retrieval feature bottleneck (NL3D head).
+    config.model.bottleneck_dim = 512
+    config.model.dropout = 0.5
+    # NL3D: temporal kernel size of the (2+1)D factorised convs.
+    config.model.temporal_kernel = 3
+    # NL3D: which blocks of each stage (0-based) get a temporal conv after their 3x3 conv; () means
+    # every block of that stage. One tuple per stage res2..res5.
+    config.model.temporal_blocks = ((), (), (), ())
+    # NL3D: temporal padding: 'zeros' (as I3D) or 'edge' (replicate border frames).
+    config.model.temporal_padding = "zeros"
+    # NL3D: temporal tap init: 'inflate' (identity/t on every tap = I3D inflation) or 'center'.
+    config.model.temporal_init = "inflate"
+    # NL3D: non-local blocks after these 0-based block indices, one tuple per stage res2..res5.
+    config.model.nonlocal_blocks = ((), (1, 3), (1, 3, 5), ())
+    # NL3D: scale the non-local affinity by 1/sqrt(d) (Wang et al.); off as in AP3D and GLTR.
+    config.model.nonlocal_scale = False
+    # GLTR: per-frame feature size after the 2048 -> d reduction.
+    config.model.gltr_frame_dim = 128
+    # GLTR: DTP dilations; the identity branch is always concatenated (official code: 1, 2, 3).
+    config.model.gltr_dilations = (1, 2, 3)
+
+    # ---------------------------------------------------------------- loss
+    config.loss = ml_collections.ConfigDict()
+    config.loss.label_smoothing = 0.1  # Epsilon of the label-smoothed softmax cross-entropy.
+    config.loss.triplet_margin = 0.3  # Margin of the batch-hard triplet loss.
+    config.loss.triplet_distance = "euclidean"  # 'euclidean' or 'cosine'.
+    config.loss.ce_weight = 1.0
+    config.loss.triplet_weight = 1.0
+
+    # ---------------------------------------------------------------- optimiser and schedule
+    config.optim = ml_collections.ConfigDict()
+    # 'adam': PyTorch Adam(weight_decay=...) semantics, coupled L2 added to the gradient before the
+    # moments; 'adamw': decoupled decay.
+    config.optim.name = "adam"
+    config.optim.learning_rate = 3e-4
+    config.optim.weight_decay = 5e-4
+    config.optim.b1 = 0.9
+    config.optim.b2 = 0.999
+    config.optim.eps = 1e-8
+    config.schedule = ml_collections.ConfigDict()
+    # 'exponential': lr * decay_rate ** (epoch / decay_epochs) after a linear warmup;
+    # 'multistep': lr * decay_rate ** (number of `milestones_epochs` passed); 'constant'.
+    config.schedule.name = "exponential"
+    config.schedule.warmup_epochs = 0.0
+    config.schedule.decay_rate = 0.1
+    config.schedule.decay_epochs = 200.0
+    config.schedule.staircase = (
+        False  # Exponential decay per step (False) or once per epoch (True).
+    )
+    config.schedule.milestones_epochs = (60, 120, 180)
+    # Training length in epochs; `num_train_steps` > 0 overrides it.
+    config.num_epochs = 240
+    config.num_train_steps = -1
+
+    # ---------------------------------------------------------------- evaluation
+    config.eval = ml_collections.ConfigDict()
+    # Clips (NL3D) or frames (GLTR) per evaluation batch across all devices.
+    config.eval.batch_size = 32
+    # GLTR: frames per encoder batch; tracklet lengths are padded up to one of these buckets.
+    config.eval.frame_batch_size = 256
+    config.eval.length_buckets = (64, 128, 256, 512, 1024)
+    # NL3D: how clip features are combined per tracklet: 'mean' or 'max'.
+    config.eval.aggregate = "mean"
+    # Distance: 'euclidean' or 'cosine'; L2-normalise features first (the MARS MATLAB code does).
+    config.eval.distance = "euclidean"
+    config.eval.normalize_features = True
+    # MARS gallery: 'official' (queries included in the gallery) or 'torchreid' (9,330 gallery).
+    config.eval.mars_gallery = "official"
+    # AP formula: 'standard' (mean precision at hits, torchreid) or 'trapezoid' (MARS MATLAB).
+    config.eval.ap_mode = "standard"
+    config.eval.max_rank = 50
+    # k-reciprocal re-ranking (Zhong et al. 2017), reported separately from the plain numbers.
+    config.eval.rerank = False
+    # Ranked-list pictures for this many queries (0 disables), top-k each.
+    config.eval.num_ranked_queries = 8
+    config.eval.ranked_top_k = 10
+    # For 10-split datasets: the splits that `mode=train_and_eval` trains and evaluates in turn
+    # (() = only `data.split`; (0, 1, ..., 9) = the full protocol).
+    config.eval.splits = ()
+    # mode=eval: which checkpoint: 'latest', 'best' or a path to a checkpoint step folder.
+    config.eval.checkpoint = "latest"
+
+    # ---------------------------------------------------------------- devices and hosts
+    config.mesh = ml_collections.ConfigDict()
+    # Multi-host: leave empty for automatic detection (TPU pods, SLURM) or a single process;
+    # otherwise 'host:port' of process 0, with the process count and this process's id.
+    config.mesh.coordinator_address = ""
+    config.mesh.num_processes = 1
+    config.mesh.process_id = 0
+
+    # ---------------------------------------------------------------- logging and checkpoints
+    config.log_every_steps = 50
+    config.eval_every_steps = 5000
+    config.checkpoint_every_steps = 1000
+    config.keep_checkpoints = 2  # The latest N are kept, plus the best by mAP.
+
+    return config

@@ -1,0 +1,41 @@
+"""Test harness: fake CPU devices, a persistent compilation cache, quiet TensorFlow, temp workdirs.
+
+Everything here runs before jax is imported by any test module, which is what the device count and
+the cache settings need.
+"""
+
+import os
+import pathlib
+
+NUM_FAKE_DEVICES = 4
+_REPO = pathlib.Path(__file__).resolve().parents[1]
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={NUM_FAKE_DEVICES}"
+)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+# Compiled executables persist across test runs (and CI reruns) in a git-ignored folder.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_REPO / ".jax_cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+# Tiny models compile far faster without XLA's optimisation passes; results agree to float32 noise.
+jax.config.update("jax_disable_most_optimizations", True)
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    """An empty directory for one test's run outputs."""
+    path = tmp_path / "workdir"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture(scope="session")
+def repo_root():
+    return _REPO

@@ -1,0 +1,81 @@
+r"""Command-line entry point.
+
+  python -m vreid_jax.main --config configs/<file>.py[:arg] --workdir DIR [--config.key=value ...]
+
+Only this file reads absl flags: everything it calls takes `(config, workdir)`, so a notebook can call
+the library directly.
+"""
+
+import json
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from vreid_jax import config_lib, logging_utils
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
+config_flags.DEFINE_config_file(
+    "config",
+    None,
+    "Config file, e.g. configs/demo.py or configs/demo.py:model=gltr.",
+    lock_config=True,
+)
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    config = FLAGS.config
+    workdir = FLAGS.workdir
+    try:
+        config_lib.validate(config)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+
+    # TensorFlow is only the input pipeline: keep it quiet and away from the accelerators.
+    logging_utils.quiet_tensorflow()
+    from vreid_jax import parallel, run  # noqa: PLC0415  (imports jax; after the TF set-up)
+
+    parallel.initialize_distributed(config.mesh)
+    os.makedirs(workdir, exist_ok=True)
+    import jax  # noqa: PLC0415
+
+    if jax.process_index() == 0:
+        _write_json_atomic(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
+    run.run(config, workdir)
+
+
+def _write_json_atomic(path: str, obj) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _parse_flags(argv):
+    """Parses flags, turning config errors (unknown key, bad value, missing file) into one clear line."""
+    try:
+        remaining = FLAGS(argv)
+        FLAGS.config.mode  # noqa: B018  (the config file loads lazily: load it here)
+        return remaining
+    except flags.Error as e:
+        sys.exit(
+            f"error: {e}\nUsage: python -m vreid_jax.main --config configs/<file>.py --workdir DIR"
+        )
+    except OSError as e:  # The config file is missing or does not load.
+        sys.exit(f"error: cannot load the --config file: {e}")
+    except AttributeError as e:
+        # ml_collections raises this for `--config.no_such_key=...` (a locked config has no new keys).
+        overrides = [a for a in argv[1:] if a.startswith("--config.")]
+        sys.exit(
+            f"error: unknown config key {e}; overrides given: {overrides}. "
+            "Every key is listed, with a comment, in configs/default.py."
+        )
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=_parse_flags)
