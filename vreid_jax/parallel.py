@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import jax
+import numpy as np
 from absl import logging
 
 
@@ -40,3 +41,43 @@ def _in_managed_cluster() -> bool:
     if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
         return True
     return bool(os.environ.get("TPU_WORKER_HOSTNAMES", "").count(","))
+
+
+DATA_AXIS = "data"
+
+
+def make_mesh(devices=None) -> jax.sharding.Mesh:
+    """A 1-D ('data',) mesh over `devices` (default: every device of every process).
+
+    Axis type Auto, so the (2+1)D model may fold the batch axis with time inside jit.
+    """
+    devices = jax.devices() if devices is None else list(devices)
+    return jax.sharding.Mesh(
+        np.asarray(devices), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,)
+    )
+
+
+def data_sharding(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
+    """Leading (batch) axis split over the 'data' axis; the rest replicated."""
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(DATA_AXIS))
+
+
+def replicated(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+
+def local_batch_size(global_batch_size: int, mesh: jax.sharding.Mesh, what: str) -> int:
+    """This process's share of a global batch; errors (naming `what`) if it does not divide evenly."""
+    num_devices = mesh.devices.size
+    if global_batch_size % num_devices:
+        raise ValueError(
+            f"{what}={global_batch_size} is not divisible by the {num_devices} devices of the "
+            "mesh; choose a multiple of the device count."
+        )
+    return global_batch_size // jax.process_count()
+
+
+def host_to_global(batch, mesh: jax.sharding.Mesh):
+    """Assembles each process's local numpy batch into global arrays sharded over 'data'."""
+    sharding = data_sharding(mesh)
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
