@@ -156,6 +156,8 @@ def get_config(arg=None):
     config.eval.max_rank = 50
     # k-reciprocal re-ranking (Zhong et al. 2017), reported separately from the plain numbers.
     config.eval.rerank = False
+    # Also evaluate the network before training (step 0), reported as "untrained" (the demo does).
+    config.eval.before_training = False
     # Ranked-list pictures for this many queries (0 disables), top-k each.
     config.eval.num_ranked_queries = 8
     config.eval.ranked_top_k = 10

@@ -123,3 +123,10 @@ def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
     return str(value)
+
+
+def log_parameter_overview(params) -> None:
+    """Logs a table of parameter shapes and the total count (clu's parameter overview)."""
+    from clu import parameter_overview  # noqa: PLC0415
+
+    parameter_overview.log_parameter_overview(params)

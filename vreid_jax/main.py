@@ -13,7 +13,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from vreid_jax import config_lib, logging_utils
+from vreid_jax import config_lib, files, logging_utils
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
@@ -45,15 +45,8 @@ def main(argv):
     import jax  # noqa: PLC0415
 
     if jax.process_index() == 0:
-        _write_json_atomic(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
+        files.write_json_atomic(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
     run.run(config, workdir)
-
-
-def _write_json_atomic(path: str, obj) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
 
 
 def _parse_flags(argv):
