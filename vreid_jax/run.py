@@ -1,17 +1,116 @@
-"""Dispatch on `config.mode`: what the command line and notebooks run."""
+"""Dispatch on `config.mode`: what the command line and notebooks run.
+
+`run(config, workdir)` trains and/or evaluates; for the 10-split datasets (iLIDS-VID, PRID-2011) with
+`config.eval.splits` set, it runs each split in `workdir/split_N` and reports the mean over splits.
+"""
 
 from __future__ import annotations
 
+import os
+
+import jax
+import numpy as np
+from absl import logging
+
+from vreid_jax import checkpoint, evaluate, files, logging_utils, parallel, train
+from vreid_jax import state as state_lib
+from vreid_jax.data import datasets
+
 
 def run(config, workdir: str):
-    """Runs `config.mode` ('train_and_eval', 'train' or 'eval') in `workdir`; returns its result."""
-    if config.mode in ("train_and_eval", "train"):
-        raise NotImplementedError(
-            f"config.mode={config.mode!r}: training is not implemented yet in this version of "
-            "vreid_jax (see the training issue)."
-        )
+    """Runs `config.mode` ('train_and_eval', 'train' or 'eval') in `workdir`; returns its record."""
+    if config.mode not in ("train_and_eval", "train", "eval"):
+        raise ValueError(f"Unknown config.mode={config.mode!r}.")
+    if config.eval.splits:
+        return _run_splits(config, workdir)
     if config.mode == "eval":
-        raise NotImplementedError(
-            "config.mode='eval': evaluation is not implemented yet in this version of vreid_jax."
+        return evaluate_checkpoint(config, workdir)
+    return train.train_and_evaluate(config, workdir)
+
+
+def _run_splits(config, workdir: str) -> dict | None:
+    """Trains/evaluates each listed split in its own sub-workdir; reports the mean over splits."""
+    records = []
+    for split in config.eval.splits:
+        split_config = config.copy_and_resolve_references()
+        with split_config.unlocked():
+            split_config.data.split = int(split)
+            split_config.eval.splits = ()
+        logging.info("=== %s split %d ===", config.data.name, split)
+        split_dir = os.path.join(workdir, f"split_{split}")
+        os.makedirs(split_dir, exist_ok=True)
+        records.append(run(split_config, split_dir))
+    if any(r is None for r in records):  # Training only, or stopped by a signal.
+        return None
+    mean = {k: float(np.mean([r[k] for r in records])) for k in evaluate.METRIC_KEYS}
+    record = {
+        **{k: records[0][k] for k in ("dataset", "protocol", "model")},
+        "step": records[0]["step"],
+        "num_query": records[0]["num_query"],
+        "num_gallery": records[0]["num_gallery"],
+        **mean,
+        "splits": [
+            {"split": int(s), **r} for s, r in zip(config.eval.splits, records, strict=True)
+        ],
+    }
+    if jax.process_index() == 0:
+        files.write_json_atomic(os.path.join(workdir, "results.json"), record)
+    rows = [
+        [f"split {s}"] + [100 * r[k] for k in evaluate.METRIC_KEYS]
+        for s, r in zip(config.eval.splits, records, strict=True)
+    ]
+    rows.append(["mean"] + [100 * mean[k] for k in evaluate.METRIC_KEYS])
+    logging_utils.log_table(
+        f"{record['model']} on {record['dataset']}: {len(records)} splits, in %",
+        ["split", *evaluate.METRIC_KEYS],
+        rows,
+    )
+    return record
+
+
+def evaluate_checkpoint(config, workdir: str) -> dict:
+    """mode=eval: evaluates the 'latest' or 'best' checkpoint of `workdir`, or a step folder path."""
+    mesh = parallel.make_mesh()
+    data = datasets.load(
+        config.data,
+        mars_gallery=config.eval.mars_gallery,
+        seed=config.seed,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+    data.log_summary()
+    model, _, _, state, shardings = train.build(config, data, mesh)
+    ckpt_dir, step = _checkpoint_location(config.eval.checkpoint, workdir)
+    ckpt = checkpoint.Checkpointer(ckpt_dir)
+    if step == "best":
+        step = ckpt.best_step()
+        if step is None:
+            raise FileNotFoundError(f"No evaluated (best) checkpoint in {ckpt_dir}.")
+    restored = ckpt.restore(jax.eval_shape(lambda: state), step=step)
+    if restored is None:
+        raise FileNotFoundError(
+            f"No checkpoint in {ckpt_dir}: train first, or set config.eval.checkpoint to a "
+            "checkpoint step folder."
         )
-    raise ValueError(f"Unknown config.mode={config.mode!r}.")
+    host_state, _, step = restored
+    ckpt.close()
+    state = jax.device_put(host_state, shardings)
+    extractor = evaluate.FeatureExtractor(model, config, mesh)
+    result = evaluate.evaluate(extractor, state_lib.variables_of(state), data, config)
+    record = evaluate.results_record(result, data, config, step)
+    evaluate.write_reports(workdir, record, result, data, config)
+    evaluate.print_table(record)
+    return record
+
+
+def _checkpoint_location(which: str, workdir: str):
+    """(checkpoint directory, step or None for latest or 'best') for `config.eval.checkpoint`."""
+    if which in ("latest", "best"):
+        return os.path.join(workdir, "checkpoints"), None if which == "latest" else "best"
+    path = os.path.abspath(which)
+    if not os.path.isdir(path) or not os.path.basename(path).isdigit():
+        raise ValueError(
+            f"config.eval.checkpoint={which!r}: expected 'latest', 'best' or a checkpoint step "
+            "folder such as runs/x/checkpoints/1000."
+        )
+    return os.path.dirname(path), int(os.path.basename(path))
