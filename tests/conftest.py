@@ -6,9 +6,13 @@ the cache settings need.
 
 import os
 import pathlib
+import sys
 
 NUM_FAKE_DEVICES = 4
 _REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(
+    0, str(_REPO)
+)  # `configs` is imported as a package, as `python -m` from the root does.
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ["XLA_FLAGS"] = (
@@ -39,3 +43,23 @@ def workdir(tmp_path):
 @pytest.fixture(scope="session")
 def repo_root():
     return _REPO
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory):
+    """A TFDS data_dir where the tiny config generates and builds its synthetic MARS once."""
+    return str(tmp_path_factory.mktemp("tiny_data"))
+
+
+def tiny_config(model="nl3d", **overrides):
+    """configs/tiny.py for `model`, with dotted-key overrides such as `{"input.clip_len": 2}`."""
+    from configs import tiny  # noqa: PLC0415
+
+    config = tiny.get_config(f"model={model}")
+    for key, value in overrides.items():
+        *parents, leaf = key.split(".")
+        node = config
+        for parent in parents:
+            node = node[parent]
+        node[leaf] = value
+    return config

@@ -80,18 +80,24 @@ class Checkpointer:
     def restore(self, abstract_state, step: int | None = None):
         """Restores `(state as numpy, meta, step)` or None when there is nothing to restore.
 
+        `abstract_state` (shapes and dtypes of the live state) is the restore target; None restores
+        the tree as saved (for inspection and tests).
+
         With `step=None` the newest readable checkpoint is used: an unreadable newest one (e.g. a
         save killed half-way) is reported and the previous one is tried. A checkpoint of a model
         with other shapes raises CheckpointMismatchError, naming the first differing parameter.
         """
         candidates = [step] if step is not None else list(reversed(self.all_steps()))
         for candidate in candidates:
-            self._check_shapes(candidate, abstract_state)
+            if abstract_state is not None:
+                self._check_shapes(candidate, abstract_state)
             try:
                 restored = self._manager.restore(
                     candidate,
                     args=ocp.args.Composite(
-                        state=ocp.args.StandardRestore(_as_numpy_target(abstract_state)),
+                        state=ocp.args.StandardRestore(
+                            None if abstract_state is None else _as_numpy_target(abstract_state)
+                        ),
                         meta=ocp.args.JsonRestore(),
                     ),
                 )

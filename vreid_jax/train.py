@@ -65,6 +65,18 @@ def train_step(state, batch, *, model, tx, lr_fn, loss_config, seed):
     return new_state, metrics
 
 
+def compile_train_step(model, tx, lr_fn, config, state_shardings, mesh):
+    """`train_step` jitted on the mesh: replicated state (donated), batch split over 'data'."""
+    return jax.jit(
+        functools.partial(
+            train_step, model=model, tx=tx, lr_fn=lr_fn, loss_config=config.loss, seed=config.seed
+        ),
+        in_shardings=(state_shardings, parallel.data_sharding(mesh)),
+        out_shardings=(state_shardings, parallel.replicated(mesh)),
+        donate_argnums=0,
+    )
+
+
 class _StopRequest:
     """Turns SIGTERM/SIGINT into a flag the loop checks, so it can save and exit cleanly."""
 

@@ -1,0 +1,49 @@
+r"""A tiny CPU configuration for smoke tests: synthetic MARS, a width-8 one-block-per-stage network,
+64x32 frames, a handful of steps. Seconds per step on a laptop; learns nothing worth reporting.
+
+  python -m vreid_jax.main --config configs/tiny.py:model=gltr --workdir runs/tiny \
+      --config.data.data_dir=/tmp/vreid_tiny_data
+"""
+
+from configs import default
+from vreid_jax import config_lib
+
+
+def get_config(arg=None):
+    args = config_lib.parse_arg(arg, model="nl3d")
+    config = default.get_config()
+    config.model.name = args.model
+
+    config.data.name = "mars"
+    config.data.synthetic = True
+    config.data.synthetic_num_ids = 8
+    config.data.synthetic_tracklets_per_id = 3
+    config.data.synthetic_min_len = 6
+    config.data.synthetic_max_len = 20
+
+    config.model.stage_sizes = (1, 1, 1, 1)
+    config.model.width = 8
+    config.model.bottleneck_dim = 32
+    config.model.nonlocal_blocks = ((), (0,), (0,), ())
+    config.model.gltr_frame_dim = 16
+
+    config.input.height = 64
+    config.input.width = 32
+    config.input.clip_len = 4
+    config.input.window = 16
+    config.input.pad = 4
+    config.input.num_ids_per_batch = 4
+    config.input.num_instances = 2
+    config.input.train_sampler = "consecutive" if args.model == "gltr" else "restricted_window"
+
+    config.eval.batch_size = 8
+    config.eval.frame_batch_size = 32
+    config.eval.length_buckets = (16, 32)
+    config.eval.num_ranked_queries = 2
+    config.eval.ranked_top_k = 4
+
+    config.num_train_steps = 6
+    config.log_every_steps = 1
+    config.eval_every_steps = 1000
+    config.checkpoint_every_steps = 3
+    return config

@@ -1,0 +1,135 @@
+"""The train step and loop: device-count invariance, compile-once, exact resume, clear errors."""
+
+import functools
+import json
+import signal
+
+import chex
+import jax
+import numpy as np
+import pytest
+from conftest import tiny_config
+
+from vreid_jax import checkpoint, models, optim, parallel, train
+from vreid_jax import state as state_lib
+from vreid_jax.data import pipeline
+
+NUM_CLASSES = 6
+
+
+def _fixed_batches(config, num_steps, seed=0):
+    """Random clips with P x K labels: the same numpy batches for every device layout."""
+    rng = np.random.default_rng(seed)
+    p, k = config.input.num_ids_per_batch, config.input.num_instances
+    shape = (p * k, config.input.clip_len, config.input.height, config.input.width, 3)
+    return [
+        {
+            "clips": rng.normal(size=shape).astype(np.float32),
+            "labels": np.repeat(rng.choice(NUM_CLASSES, p, replace=False), k).astype(np.int32),
+        }
+        for _ in range(num_steps)
+    ]
+
+
+def _train_steps(config, devices, batches):
+    mesh = parallel.make_mesh(devices)
+    model = models.build_model(config.model, NUM_CLASSES)
+    tx, lr_fn = optim.create_optimizer(config, steps_per_epoch=10)
+    state, shardings = state_lib.create_train_state(
+        model, tx, train.sample_clips(config), seed=0, mesh=mesh
+    )
+    traced = chex.assert_max_traces(n=1)(train.train_step)
+    step_fn = jax.jit(
+        functools.partial(traced, model=model, tx=tx, lr_fn=lr_fn, loss_config=config.loss, seed=0),
+        in_shardings=(shardings, parallel.data_sharding(mesh)),
+        out_shardings=(shardings, parallel.replicated(mesh)),
+        donate_argnums=0,
+    )
+    losses = []
+    for batch in batches:
+        state, metrics = step_fn(state, parallel.host_to_global(batch, mesh))
+        losses.append(float(metrics["loss"]))
+    chex.clear_trace_counter()
+    return np.array(losses), jax.device_get(state.params)
+
+
+@pytest.mark.parametrize("model", ["nl3d", "gltr"])
+def test_one_device_equals_four_devices(model):
+    config = tiny_config(model)
+    batches = _fixed_batches(config, 3)
+    losses_1, params_1 = _train_steps(config, jax.devices()[:1], batches)
+    losses_4, params_4 = _train_steps(config, jax.devices()[:4], batches)
+    assert np.all(np.isfinite(losses_1))
+    np.testing.assert_allclose(losses_4, losses_1, rtol=1e-4, atol=1e-5)
+    chex.assert_trees_all_close(params_4, params_1, rtol=1e-3, atol=1e-5)
+    # The parameters moved: the step is not a no-op.
+    assert losses_1[0] != losses_1[-1]
+
+
+def _losses(workdir):
+    lines = (workdir / "metrics.jsonl").read_text().splitlines()
+    return {r["step"]: r["loss"] for r in map(json.loads, lines) if "loss" in r}
+
+
+def _final_params(workdir):
+    restored = checkpoint.Checkpointer(str(workdir / "checkpoints")).restore(None)
+    return restored[0]["params"], restored[2]
+
+
+def test_resume_after_sigterm_is_exact(tmp_path, tiny_data_dir, monkeypatch):
+    config = tiny_config("nl3d", **{"data.data_dir": tiny_data_dir, "mode": "train"})
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train.train_and_evaluate(config, str(straight))
+
+    # Interrupt the second run with SIGTERM while it draws the batch of step 3.
+    real_batches = pipeline.train_batches
+
+    def batches_then_sigterm(*args, **kwargs):
+        for step, batch in enumerate(real_batches(*args, **kwargs), kwargs["start_step"] + 1):
+            if step == 3:
+                signal.raise_signal(signal.SIGTERM)
+            yield batch
+
+    monkeypatch.setattr(pipeline, "train_batches", batches_then_sigterm)
+    assert train.train_and_evaluate(config, str(resumed)) is None
+    assert checkpoint.Checkpointer(str(resumed / "checkpoints")).latest_step() == 3
+    monkeypatch.setattr(pipeline, "train_batches", real_batches)
+    train.train_and_evaluate(config, str(resumed))
+
+    a, b = _losses(straight), _losses(resumed)
+    assert sorted(a) == sorted(b) == list(range(1, 7))
+    np.testing.assert_allclose([b[s] for s in (4, 5, 6)], [a[s] for s in (4, 5, 6)], rtol=1e-6)
+    (params_a, step_a), (params_b, step_b) = _final_params(straight), _final_params(resumed)
+    assert step_a == step_b == 6
+    chex.assert_trees_all_close(params_a, params_b, rtol=1e-6, atol=1e-7)
+
+
+def test_batch_not_divisible_by_devices_fails_before_compiling(tmp_path, tiny_data_dir):
+    config = tiny_config(
+        "nl3d",
+        **{"data.data_dir": tiny_data_dir, "input.num_ids_per_batch": 3, "input.num_instances": 2},
+    )
+    with pytest.raises(ValueError, match="num_ids_per_batch"):
+        train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_missing_dataset_is_a_clear_error(tmp_path):
+    config = tiny_config(
+        "nl3d", **{"data.data_dir": str(tmp_path / "nowhere"), "data.synthetic": False}
+    )
+    with pytest.raises(FileNotFoundError, match="data_dir"):
+        train.train_and_evaluate(config, str(tmp_path / "work"))
+
+
+def test_nonfinite_loss_stops_naming_the_step(tmp_path, tiny_data_dir, monkeypatch):
+    config = tiny_config("nl3d", **{"data.data_dir": tiny_data_dir, "mode": "train"})
+    real_loss = train.losses.total_loss
+
+    def nan_loss(features, logits, labels, loss_config, mask=None):
+        loss, terms = real_loss(features, logits, labels, loss_config, mask)
+        return loss * jax.numpy.where(labels.shape[0] > 0, np.nan, 1.0), terms
+
+    monkeypatch.setattr(train.losses, "total_loss", nan_loss)
+    with pytest.raises(train.NonFiniteLossError, match="step 1"):
+        train.train_and_evaluate(config, str(tmp_path))
+    assert checkpoint.Checkpointer(str(tmp_path / "checkpoints")).latest_step() is None
