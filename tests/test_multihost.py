@@ -28,7 +28,8 @@ def _env(num_devices):
 
 
 def _losses(workdir):
-    lines = open(os.path.join(workdir, "metrics.jsonl")).read().splitlines()
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        lines = f.read().splitlines()
     return [r["loss"] for r in map(json.loads, lines) if "loss" in r]
 
 
