@@ -66,6 +66,9 @@ def get_config(arg=None):
     # tf.data parallelism: -1 = AUTOTUNE. Batches prefetched ahead of the accelerator.
     config.input.num_parallel_calls = -1
     config.input.prefetch = 2
+    # Threads of the input pipeline's private pool (0 = TensorFlow's shared pool, one per core);
+    # a small value leaves cores to the training process, 1 measures one core's throughput.
+    config.input.threadpool_size = 0
 
     # ---------------------------------------------------------------- model
     config.model = ml_collections.ConfigDict()
@@ -91,6 +94,8 @@ def get_config(arg=None):
     # NL3D: which blocks of each stage (0-based) get a temporal conv after their 3x3 conv; () means
     # every block of that stage. One tuple per stage res2..res5.
     config.model.temporal_blocks = ((), (), (), ())
+    # NL3D: stages that get temporal convs at all (0 = res2 ... 3 = res5); others stay 2D per frame.
+    config.model.temporal_stages = (0, 1, 2, 3)
     # NL3D: temporal padding: 'zeros' (as I3D) or 'edge' (replicate border frames).
     config.model.temporal_padding = "zeros"
     # NL3D: temporal tap init: 'inflate' (identity/t on every tap = I3D inflation) or 'center'.

@@ -1,0 +1,96 @@
+"""Building blocks shared by the models: dtypes, BatchNorm and the ported PyTorch initialisers."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+# torchvision's ResNet convs and the re-ID heads' Dense layers: kaiming normal, fan_out, gain sqrt(2).
+# PyTorch's kaiming_normal_ is an untruncated normal, hence 'normal' rather than 'truncated_normal'.
+kaiming_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+# PyTorch's default Conv/Linear weight init, kaiming_uniform(a=sqrt(5)), is U(+-1/sqrt(fan_in)).
+torch_default_kernel = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def torch_default_bias(fan_in: int):
+    """PyTorch's default Conv/Linear bias init, U(+-1/sqrt(fan_in)) with fan_in of the weight."""
+    bound = 1.0 / fan_in**0.5
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def compute_dtype(name: str) -> jnp.dtype:
+    """Maps the `config.model.dtype` string to a jnp dtype."""
+    if name not in _DTYPES:
+        raise ValueError(f"config.model.dtype={name!r}; expected one of {sorted(_DTYPES)}.")
+    return _DTYPES[name]
+
+
+def batch_norm(train: bool, dtype, name: str, scale_init=nn.initializers.ones) -> nn.BatchNorm:
+    """BatchNorm with PyTorch's defaults (momentum 0.1 there = 0.9 here, epsilon 1e-5).
+
+    No `axis_name`: under jit with a batch-sharded array the statistics are already global. The
+    statistics are reduced and stored in float32 whatever the compute dtype.
+    """
+    return nn.BatchNorm(
+        use_running_average=not train,
+        momentum=0.9,
+        epsilon=1e-5,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        scale_init=scale_init,
+        name=name,
+    )
+
+
+def conv(features, kernel_size, *, dtype, name, strides=1, padding="VALID", kernel_init=None):
+    """A bias-free `nn.Conv` in `dtype` with float32 parameters (torchvision's init by default)."""
+    ndim = len(kernel_size)
+    if isinstance(strides, int):
+        strides = (strides,) * ndim
+    return nn.Conv(
+        features,
+        kernel_size,
+        strides=strides,
+        padding=padding,
+        use_bias=False,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        kernel_init=kernel_init or kaiming_fan_out,
+        name=name,
+    )
+
+
+def symmetric_padding(kernel_size: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """PyTorch's `padding=k // 2` on both spatial sides.
+
+    XLA's 'SAME' pads a stride-2 conv asymmetrically (0 before, 1 after on even inputs) and would
+    shift every strided feature map by one pixel relative to torchvision.
+    """
+    p = kernel_size // 2
+    return ((p, p), (p, p))
+
+
+def max_pool_3x3_s2(x):
+    """PyTorch's `MaxPool2d(3, stride=2, padding=1)` on `[..., H, W, C]` with any batch axes.
+
+    The padding is -inf, as in PyTorch, and symmetric (not XLA's 'SAME'). It is applied here rather
+    than through `nn.max_pool(padding=...)`, which only accepts explicit pads with one batch axis.
+    """
+    pads = [(0, 0)] * (x.ndim - 3) + [(1, 1), (1, 1), (0, 0)]
+    x = jnp.pad(x, pads, constant_values=-jnp.inf)
+    return nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
+
+
+def count_params(tree) -> int:
+    """Number of scalars in a pytree of arrays or ShapeDtypeStructs."""
+    return sum(math.prod(x.shape) for x in jax.tree.leaves(tree))

@@ -1,0 +1,178 @@
+"""ResNet with bottleneck blocks, weight-compatible with torchvision; optionally (2+1)D + non-local.
+
+One backbone serves three models. Frames `[N, H, W, 3]` give torchvision's 2D ResNet (GLTR's
+encoder). Clips `[B, T, H, W, 3]` run the same 2D kernels on every frame (flax convs treat leading
+axes as batch axes); with `temporal_blocks` a `t x 1 x 1` conv follows the 3x3 conv of those blocks
+and with `nonlocal_blocks` non-local blocks follow those blocks: that is NL3D's backbone. The
+parameter names of the 2D part are the same in all three, so ImageNet weights load by name.
+
+Ported torchvision conventions: stride on the 3x3 conv of a bottleneck ("v1.5"), explicit symmetric
+padding for the 7x7 stem, the 3x3 convs and the stem max-pool (which pads with -inf, as PyTorch),
+BN momentum 0.1 (torch) = 0.9 (flax), epsilon 1e-5.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax.numpy as jnp
+from flax import linen as nn
+
+from vreid_jax.models import layers, non_local, temporal
+
+STAGE_SIZES = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+EXPANSION = 4  # Output channels of a bottleneck = 4 x its inner width.
+
+
+def stage_sizes_for(depth: int, stage_sizes: Sequence[int] = ()) -> tuple[int, ...]:
+    """`stage_sizes` if given, else the standard layout of `depth`; validated."""
+    if not stage_sizes:
+        if depth not in STAGE_SIZES:
+            raise ValueError(
+                f"config.model.depth={depth}: bottleneck ResNets exist for depths "
+                f"{sorted(STAGE_SIZES)}; set config.model.stage_sizes for a custom layout."
+            )
+        return STAGE_SIZES[depth]
+    sizes = tuple(stage_sizes)
+    if len(sizes) != 4 or any(not isinstance(n, int) or n < 1 for n in sizes):
+        raise ValueError(
+            f"config.model.stage_sizes={stage_sizes!r}: expected 4 positive block counts (res2..res5)."
+        )
+    return sizes
+
+
+class Bottleneck(nn.Module):
+    """1x1 -> 3x3 (stride) [-> t x 1 x 1] -> 1x1, BN after each conv pair, projection shortcut."""
+
+    width: int
+    strides: int = 1
+    project: bool = False
+    temporal_kernel: int = 0  # 0: no temporal conv.
+    temporal_padding: str = "zeros"
+    temporal_init: str = "inflate"
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        norm = lambda name: layers.batch_norm(train, self.dtype, name)
+        y = layers.conv(self.width, (1, 1), dtype=self.dtype, name="conv1")(x)
+        y = nn.relu(norm("bn1")(y))
+        y = layers.conv(
+            self.width,
+            (3, 3),
+            strides=self.strides,
+            padding=layers.symmetric_padding(3),
+            dtype=self.dtype,
+            name="conv2",
+        )(y)
+        if self.temporal_kernel:
+            # Nothing nonlinear between the spatial and the temporal conv: the pair is exactly the
+            # inflated 3D conv at 'inflate' init, and bn2 normalises their joint output.
+            y = temporal.temporal_conv(
+                y,
+                kernel_size=self.temporal_kernel,
+                padding=self.temporal_padding,
+                init=self.temporal_init,
+                dtype=self.dtype,
+                name="conv2_temporal",
+            )
+        y = nn.relu(norm("bn2")(y))
+        y = layers.conv(self.width * EXPANSION, (1, 1), dtype=self.dtype, name="conv3")(y)
+        y = norm("bn3")(y)
+        if self.project:
+            x = layers.conv(
+                self.width * EXPANSION,
+                (1, 1),
+                strides=self.strides,
+                dtype=self.dtype,
+                name="downsample_conv",
+            )(x)
+            x = norm("downsample_bn")(x)
+        return nn.relu(x + y)
+
+
+class ResNet(nn.Module):
+    """The convolutional trunk (stem, res2..res5), returning the last feature map.
+
+    Attributes:
+      stage_sizes: blocks per stage res2..res5.
+      width: inner width of res2 (64 for ResNet-50); stage i uses width * 2**i.
+      last_stride: stride of res5 (2 in torchvision, 1 keeps a 16x8 map at 256x128).
+      temporal_blocks: per stage, the 0-based blocks whose 3x3 conv gets a temporal conv; needs
+        clip input `[B, T, H, W, 3]`.
+      temporal_kernel, temporal_padding, temporal_init: see `temporal.temporal_conv`.
+      nonlocal_blocks: per stage, the 0-based blocks followed by a non-local block (clip input).
+      nonlocal_scale: see `non_local.NonLocalBlock.scale`.
+      dtype: compute dtype; parameters stay float32.
+    """
+
+    stage_sizes: Sequence[int]
+    width: int = 64
+    last_stride: int = 2
+    temporal_blocks: Sequence[Sequence[int]] = ((), (), (), ())
+    temporal_kernel: int = 3
+    temporal_padding: str = "zeros"
+    temporal_init: str = "inflate"
+    nonlocal_blocks: Sequence[Sequence[int]] = ((), (), (), ())
+    nonlocal_scale: bool = False
+    dtype: jnp.dtype = jnp.float32
+
+    @property
+    def out_features(self) -> int:
+        return self.width * 2 ** (len(self.stage_sizes) - 1) * EXPANSION
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        """`x`: `[..., H, W, 3]` (frames or clips). Returns `[..., H/16 or H/32, W/.., C]`."""
+        x = x.astype(self.dtype)
+        x = layers.conv(
+            self.width,
+            (7, 7),
+            strides=2,
+            padding=layers.symmetric_padding(7),
+            dtype=self.dtype,
+            name="conv1",
+        )(x)
+        x = nn.relu(layers.batch_norm(train, self.dtype, "bn1")(x))
+        x = layers.max_pool_3x3_s2(x)
+        last = len(self.stage_sizes) - 1
+        for i, num_blocks in enumerate(self.stage_sizes):
+            for j in range(num_blocks):
+                strides = 1 if i == 0 or j > 0 else (self.last_stride if i == last else 2)
+                x = Bottleneck(
+                    self.width * 2**i,
+                    strides=strides,
+                    project=j == 0,
+                    temporal_kernel=self.temporal_kernel if j in self.temporal_blocks[i] else 0,
+                    temporal_padding=self.temporal_padding,
+                    temporal_init=self.temporal_init,
+                    dtype=self.dtype,
+                    name=f"layer{i + 1}_{j}",
+                )(x, train)
+                if j in self.nonlocal_blocks[i]:
+                    x = non_local.NonLocalBlock(
+                        pool_window=(1, 2, 2),
+                        scale=self.nonlocal_scale,
+                        dtype=self.dtype,
+                        name=f"layer{i + 1}_{j}_nonlocal",
+                    )(x, train)
+        return x
+
+
+class ResNetClassifier(nn.Module):
+    """torchvision's `resnet*()`: trunk, global average pool, `fc`; logits in float32."""
+
+    backbone: ResNet
+    num_classes: int = 1000
+
+    @nn.compact
+    def __call__(self, images, train: bool = False):
+        x = self.backbone(images, train)
+        x = jnp.mean(x.astype(jnp.float32), axis=(-3, -2))
+        fan_in = x.shape[-1]
+        return nn.Dense(
+            self.num_classes,
+            kernel_init=layers.torch_default_kernel,
+            bias_init=layers.torch_default_bias(fan_in),
+            name="fc",
+        )(x)
