@@ -1,0 +1,318 @@
+"""tf.data pipelines: PK-sampled training batches and fixed-shape evaluation batches, per process.
+
+The numpy samplers (`sampling.py`) decide which frames make each clip; tf.data only decodes those
+frames and augments them in a parallel map, so the expensive work runs outside the GIL. Batches come
+out as numpy dicts of this process's share; `vreid_jax.parallel.host_to_global` turns them into
+global arrays sharded over the ('data',) mesh.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from vreid_jax.data import augment, sampling
+from vreid_jax.data.index import TrackletIndex
+
+
+def steps_per_epoch(index: TrackletIndex, input_config) -> int:
+    """Training steps per epoch for `input_config` (the same on every process)."""
+    return sampling.steps_per_epoch(
+        _label_counts(index),
+        input_config.num_ids_per_batch,
+        input_config.num_instances,
+        input_config.epoch,
+    )
+
+
+def train_batches(
+    index: TrackletIndex,
+    input_config,
+    *,
+    seed: int,
+    start_step: int,
+    global_batch_size_check: bool = True,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> Iterator[dict]:
+    """This process's training batches for steps start_step, start_step + 1, ...
+
+    The batch at step s is a pure function of (seed, s): a resumed run sees what an uninterrupted
+    run would have. The union of the processes' batches is the single-process batch.
+
+    Args:
+      index: this process's identity slice of the training split (with `label_counts`).
+      input_config: `config.input`.
+      seed: the run's seed (non-negative).
+      start_step: the first step to produce.
+      global_batch_size_check: if False, a dataset with fewer identities than
+        `num_ids_per_batch` gets batches of all its identities with a warning instead of an error
+        (for tools that only look at a few clips).
+      process_index: this process.
+      process_count: number of processes; must divide `num_ids_per_batch`.
+
+    Yields:
+      {'clips': float32 [P_local * K, T, H, W, 3] ImageNet-normalised, 'labels': int32 [P_local * K],
+       'pids': int64 [P_local * K]}.
+    """
+    cfg = input_config
+    label_counts = _label_counts(index)
+    num_ids = cfg.num_ids_per_batch
+    if not global_batch_size_check and num_ids > len(label_counts):
+        logging.warning(
+            "config.input.num_ids_per_batch=%d > %d identities; using %d.",
+            num_ids,
+            len(label_counts),
+            len(label_counts),
+        )
+        num_ids = len(label_counts) - len(label_counts) % process_count
+    _check_train_config(cfg)
+    check_frame_size(index, cfg, "training")
+    sampler = sampling.PKSampler(
+        index.labels,
+        label_counts,
+        num_ids_per_batch=num_ids,
+        num_instances=cfg.num_instances,
+        epoch=cfg.epoch,
+        seed=seed,
+        process_index=process_index,
+        process_count=process_count,
+    )
+
+    def clips():
+        step = start_step
+        while True:
+            rows, lanes, instances = sampler.batch(step)
+            for row, lane, k in zip(rows, lanes, instances, strict=True):
+                generator = sampling.clip_rng(seed, step, lane, k)
+                frames = sampling.sample_frames(
+                    cfg.train_sampler,
+                    int(index.lengths[row]),
+                    cfg.clip_len,
+                    generator,
+                    window=cfg.window,
+                )
+                yield {
+                    "frames": [index.frames[row][f] for f in frames],
+                    "label": np.int32(index.labels[row]),
+                    "pid": index.pids[row],
+                    "seed": sampling.augment_seed(seed, step, lane, k),
+                }
+            step += 1
+
+    signature = {
+        "frames": tf.TensorSpec([cfg.clip_len], tf.string),
+        "label": tf.TensorSpec([], tf.int32),
+        "pid": tf.TensorSpec([], tf.int64),
+        "seed": tf.TensorSpec([2], tf.int64),
+    }
+
+    def decode_and_augment(example):
+        clip = augment.decode_clip(example["frames"], cfg.clip_len, cfg.height, cfg.width)
+        clip = augment.augment_clip(
+            clip, example["seed"], flip=cfg.flip, pad=cfg.pad, random_erasing=cfg.random_erasing
+        )
+        return {"clips": clip, "labels": example["label"], "pids": example["pid"]}
+
+    ds = tf.data.Dataset.from_generator(clips, output_signature=signature)
+    ds = ds.map(decode_and_augment, num_parallel_calls=_parallelism(cfg), deterministic=True)
+    ds = ds.batch(len(sampler.local_lanes) * cfg.num_instances, drop_remainder=True)
+    return _finish(ds, cfg)
+
+
+def eval_clip_batches(
+    index: TrackletIndex,
+    input_config,
+    *,
+    clip_len: int,
+    batch_size: int,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> tuple[Iterator[dict], int]:
+    """NL3D evaluation input: every tracklet as non-overlapping clips, the last one loop-padded.
+
+    Args:
+      index: the query or gallery tracklets (the whole set, on every process).
+      input_config: `config.input` (frame size, parallelism).
+      clip_len: frames per clip.
+      batch_size: clips per batch on this process.
+      process_index: this process.
+      process_count: number of processes; each runs the same number of batches.
+
+    Returns:
+      (iterator, num_batches). Each batch: {'clips': float32 [batch_size, T, H, W, 3],
+      'tracklet': int32 [batch_size] (row of `index`, -1 for padding), 'mask': bool [batch_size]}.
+      Global batch b (processes in order) holds clips [b n B, (b + 1) n B) of the tracklet-ordered
+      clip list, so only the last global batches carry padding.
+    """
+    cfg = input_config
+    check_frame_size(index, cfg, "evaluation")
+    tracklets, frames = sampling.clip_chunks(index.lengths, clip_len)
+    items, num_batches = sampling.process_items(
+        len(tracklets), batch_size, process_index, process_count
+    )
+
+    def chunks():
+        for item in items:
+            if item < 0:
+                yield {"frames": [b""] * clip_len, "tracklet": np.int32(-1), "mask": False}
+            else:
+                row = tracklets[item]
+                yield {
+                    "frames": [index.frames[row][f] for f in frames[item]],
+                    "tracklet": row,
+                    "mask": True,
+                }
+
+    signature = {
+        "frames": tf.TensorSpec([clip_len], tf.string),
+        "tracklet": tf.TensorSpec([], tf.int32),
+        "mask": tf.TensorSpec([], tf.bool),
+    }
+
+    def decode(example):
+        clip = tf.cond(
+            example["mask"],
+            lambda: augment.decode_clip(example["frames"], clip_len, cfg.height, cfg.width),
+            lambda: tf.zeros([clip_len, cfg.height, cfg.width, 3], tf.uint8),
+        )
+        return {
+            "clips": augment.normalize(clip),
+            "tracklet": example["tracklet"],
+            "mask": example["mask"],
+        }
+
+    ds = tf.data.Dataset.from_generator(chunks, output_signature=signature)
+    ds = ds.map(decode, num_parallel_calls=_parallelism(cfg), deterministic=True)
+    return _finish(ds.batch(batch_size, drop_remainder=True), cfg), num_batches
+
+
+def eval_frame_batches(
+    index: TrackletIndex,
+    input_config,
+    *,
+    batch_size: int,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> tuple[Iterator[dict], int]:
+    """GLTR evaluation input: every frame of every tracklet once, in order, in fixed-size batches.
+
+    The evaluator rebuilds each tracklet's sequence from (tracklet, position); `index.lengths` gives
+    its length.
+
+    Returns:
+      (iterator, num_batches). Each batch: {'frames': float32 [batch_size, H, W, 3],
+      'tracklet': int32 [batch_size] (-1 for padding), 'position': int32 [batch_size] (frame within
+      its tracklet), 'mask': bool [batch_size]}. Global batch b holds frames [b n B, (b + 1) n B)
+      of the tracklet-ordered frame list.
+    """
+    cfg = input_config
+    check_frame_size(index, cfg, "evaluation")
+    tracklets, positions = sampling.frame_chunks(index.lengths)
+    items, num_batches = sampling.process_items(
+        len(tracklets), batch_size, process_index, process_count
+    )
+
+    def frames():
+        for item in items:
+            if item < 0:
+                yield {
+                    "frame": b"",
+                    "tracklet": np.int32(-1),
+                    "position": np.int32(-1),
+                    "mask": False,
+                }
+            else:
+                row, position = tracklets[item], positions[item]
+                yield {
+                    "frame": index.frames[row][position],
+                    "tracklet": row,
+                    "position": position,
+                    "mask": True,
+                }
+
+    signature = {
+        "frame": tf.TensorSpec([], tf.string),
+        "tracklet": tf.TensorSpec([], tf.int32),
+        "position": tf.TensorSpec([], tf.int32),
+        "mask": tf.TensorSpec([], tf.bool),
+    }
+
+    def decode(example):
+        image = tf.cond(
+            example["mask"],
+            lambda: augment.decode_frame(example["frame"], cfg.height, cfg.width),
+            lambda: tf.zeros([cfg.height, cfg.width, 3], tf.uint8),
+        )
+        return {
+            "frames": augment.normalize(image),
+            "tracklet": example["tracklet"],
+            "position": example["position"],
+            "mask": example["mask"],
+        }
+
+    ds = tf.data.Dataset.from_generator(frames, output_signature=signature)
+    ds = ds.map(decode, num_parallel_calls=_parallelism(cfg), deterministic=True)
+    return _finish(ds.batch(batch_size, drop_remainder=True), cfg), num_batches
+
+
+def check_frame_size(index: TrackletIndex, input_config, what: str) -> None:
+    """Errors if the split is empty or the configured frame size exceeds the stored frames."""
+    if len(index) == 0:
+        raise ValueError(
+            f"The {what} split is empty: check config.data.name and config.data.data_dir."
+        )
+    height, width = index.frame_size()
+    for key, want, have in (
+        ("height", input_config.height, height),
+        ("width", input_config.width, width),
+    ):
+        if want > have:
+            raise ValueError(
+                f"config.input.{key}={want} exceeds the stored {what} frames, which are "
+                f"{height}x{width} (height x width); lower config.input.{key} or rebuild the dataset "
+                "with a larger `--resize` in `python -m data_prep.build`."
+            )
+
+
+def _check_train_config(cfg) -> None:
+    if cfg.clip_len <= 0:
+        raise ValueError(f"config.input.clip_len={cfg.clip_len} must be positive.")
+    if cfg.train_sampler == "restricted_window" and cfg.window < cfg.clip_len:
+        raise ValueError(
+            f"config.input.window={cfg.window} is shorter than config.input.clip_len={cfg.clip_len}."
+        )
+    if cfg.train_sampler not in sampling.TEMPORAL_SAMPLERS:
+        raise ValueError(
+            f"config.input.train_sampler={cfg.train_sampler!r}; expected one of "
+            f"{sampling.TEMPORAL_SAMPLERS}."
+        )
+    if cfg.pad < 0 or not 0.0 <= cfg.random_erasing <= 1.0:
+        raise ValueError(
+            f"config.input.pad={cfg.pad} must be >= 0 and config.input.random_erasing="
+            f"{cfg.random_erasing} a probability."
+        )
+
+
+def _label_counts(index: TrackletIndex) -> np.ndarray:
+    if index.label_counts is None or len(index.label_counts) == 0:
+        raise ValueError(
+            "The training split is empty or has no training labels: check config.data.name and "
+            "config.data.data_dir."
+        )
+    return index.label_counts
+
+
+def _parallelism(cfg) -> int:
+    return tf.data.AUTOTUNE if cfg.num_parallel_calls < 0 else cfg.num_parallel_calls
+
+
+def _finish(ds: tf.data.Dataset, cfg) -> Iterator[dict]:
+    options = tf.data.Options()
+    if cfg.threadpool_size > 0:
+        options.threading.private_threadpool_size = cfg.threadpool_size
+    ds = ds.with_options(options).prefetch(cfg.prefetch)
+    return ds.as_numpy_iterator()
