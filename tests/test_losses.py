@@ -6,7 +6,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from vreid_jax import losses
+from vreid_jax import losses, parallel
 
 
 def _np_ce_label_smooth(logits, labels, epsilon, mask):
@@ -184,3 +184,19 @@ def test_total_loss_bad_distance_names_the_key():
         losses.total_loss(
             np.ones((2, 2)), np.ones((2, 3)), [0, 1], _loss_config(triplet_distance="l1")
         )
+
+
+def test_triplet_mines_across_devices_on_a_sharded_global_batch():
+    mesh = parallel.make_mesh()
+    n = 2 * mesh.devices.size
+    rng = np.random.default_rng(5)
+    # Each identity's two examples sit on different devices, so per-device mining finds no pairs.
+    labels = np.tile(np.arange(n // 2), 2)
+    features = rng.normal(size=(n, 8)).astype(np.float32)
+    sharded = jax.device_put(features, parallel.data_sharding(mesh))
+    got = jax.jit(losses.batch_hard_triplet)(
+        sharded, jax.device_put(labels, parallel.data_sharding(mesh))
+    )
+    expected = _np_triplet(features, labels, 0.3, "euclidean", np.ones(n, bool))
+    assert expected > 0
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
