@@ -114,29 +114,30 @@ def get_config(arg=None):
     config.loss.label_smoothing = 0.1  # Epsilon of the label-smoothed softmax cross-entropy.
     config.loss.triplet_margin = 0.3  # Margin of the batch-hard triplet loss.
     config.loss.triplet_distance = "euclidean"  # 'euclidean' or 'cosine'.
-    config.loss.ce_weight = 1.0
-    config.loss.triplet_weight = 1.0
+    config.loss.ce_weight = 1.0  # Weight of the cross-entropy in the total loss.
+    config.loss.triplet_weight = 1.0  # Weight of the triplet loss in the total loss.
 
     # ---------------------------------------------------------------- optimiser and schedule
     config.optim = ml_collections.ConfigDict()
     # 'adam': PyTorch Adam(weight_decay=...) semantics, coupled L2 added to the gradient before the
     # moments; 'adamw': decoupled decay.
     config.optim.name = "adam"
-    config.optim.learning_rate = 3e-4
-    config.optim.weight_decay = 5e-4
-    config.optim.b1 = 0.9
+    config.optim.learning_rate = 3e-4  # Peak learning rate (reached after the warmup).
+    config.optim.weight_decay = 5e-4  # On every parameter, BN and biases included (torchreid).
+    config.optim.b1 = 0.9  # Adam's beta1, beta2 and epsilon (torch.optim.Adam defaults).
     config.optim.b2 = 0.999
     config.optim.eps = 1e-8
     config.schedule = ml_collections.ConfigDict()
-    # 'exponential': lr * decay_rate ** (epoch / decay_epochs) after a linear warmup;
-    # 'multistep': lr * decay_rate ** (number of `milestones_epochs` passed); 'constant'.
+    # Every schedule starts with a linear warmup from 0 to `optim.learning_rate` (none when 0), then:
+    # 'exponential': lr * decay_rate ** (epochs since the warmup / decay_epochs);
+    # 'multistep': lr * decay_rate ** (number of `milestones_epochs` passed, counted from step 0);
+    # 'constant': lr.
     config.schedule.name = "exponential"
     config.schedule.warmup_epochs = 0.0
     config.schedule.decay_rate = 0.1
     config.schedule.decay_epochs = 200.0
-    config.schedule.staircase = (
-        False  # Exponential decay per step (False) or once per epoch (True).
-    )
+    # Exponential decay at every step (False) or once per whole epoch (True).
+    config.schedule.staircase = False
     config.schedule.milestones_epochs = (60, 120, 180)
     # Training length in epochs; `num_train_steps` > 0 overrides it.
     config.num_epochs = 240
