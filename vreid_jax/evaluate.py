@@ -204,7 +204,9 @@ def rank(qf, gf, query, gallery, eval_config) -> dict:
         g_g = metrics.pairwise_distances(
             gf, gf, metric=eval_config.distance, normalize=eval_config.normalize_features
         )
-        reranked = metrics.re_ranking(distmat, q_q, g_g)
+        # k-reciprocal re-ranking is defined on squared Euclidean distances (Zhong et al. 2017).
+        power = 2 if eval_config.distance == "euclidean" else 1
+        reranked = metrics.re_ranking(distmat**power, q_q**power, g_g**power)
         result["reranked"] = _summarise(
             metrics.evaluate_rank(
                 reranked,
