@@ -1,0 +1,80 @@
+"""The build and stats command lines, and the statistics check."""
+
+import os
+import subprocess
+import sys
+
+from data_prep import mars, stats, synthetic
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(*args):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run(
+        [sys.executable, "-m", *args], capture_output=True, text=True, cwd=REPO, env=env
+    )
+
+
+def test_build_then_stats_cli(tmp_path):
+    raw, data_dir = str(tmp_path / "raw"), str(tmp_path / "tfds")
+    synthetic.generate(
+        "mars", raw, num_ids=2, tracklets_per_id=2, min_len=2, max_len=3, height=32, width=16
+    )
+    built = _run(
+        "data_prep.build", "--dataset", "mars", "--manual_dir", raw, "--data_dir", data_dir
+    )
+    assert built.returncode == 0, built.stderr
+    assert built.stdout.strip().endswith(os.path.join("mars", "1.0.0"))
+    table = _run("data_prep.stats", "--dataset", "mars", "--data_dir", data_dir, "--nocheck")
+    assert table.returncode == 0, table.stderr
+    assert "subset   | # ids | # tracklets" in table.stdout and "gallery" in table.stdout
+    # A synthetic MARS is not MARS: the verified counts do not match, and the exit status says so.
+    checked = _run("data_prep.stats", "--dataset", "mars", "--data_dir", data_dir)
+    assert checked.returncode == 1 and "MISMATCH: train tracklets" in checked.stdout
+
+
+def test_build_cli_reports_bad_input_without_a_traceback(tmp_path):
+    result = _run(
+        "data_prep.build",
+        "--dataset",
+        "mars",
+        "--manual_dir",
+        str(tmp_path),
+        "--data_dir",
+        str(tmp_path / "out"),
+    )
+    assert result.returncode != 0
+    assert "error: Missing" in result.stderr and "Traceback" not in result.stderr
+
+
+def _rows(known):
+    return [
+        {
+            "split": s,
+            "ids": 0,
+            "tracklets": 0,
+            "frames": 0,
+            "min_len": 0,
+            "max_len": 0,
+            "junk": 0,
+            **known.get(s, {}),
+        }
+        for s in ("train", "query", "gallery")
+    ]
+
+
+def test_check_is_exact_for_verified_counts():
+    rows = _rows(mars.VERIFIED_STATS)
+    assert stats.check("mars", rows) == ([], [])
+    rows[2]["junk"] = 869
+    errors, warnings = stats.check("mars", rows)
+    assert errors == ["gallery junk: 869, expected 870 (verified, REFERENCE.md)"] and warnings == []
+
+
+def test_check_only_warns_for_unverified_counts():
+    from data_prep import dukev
+
+    rows = _rows(dukev.VERIFIED_STATS)
+    errors, warnings = stats.check("dukev", rows)
+    assert errors == [] and len(warnings) == 3  # the single-source frame counts
