@@ -39,6 +39,12 @@ def get_config(arg=None):
     config.data.synthetic_tracklets_per_id = 4
     config.data.synthetic_min_len = 8
     config.data.synthetic_max_len = 48
+    # Frame size the synthetic frames are rendered at (height, width); real MARS frames are 256x128.
+    config.data.synthetic_height = 128
+    config.data.synthetic_width = 64
+    # Scale of every synthetic nuisance (camera colour cast, background, blur, noise, box jitter,
+    # occlusions): 0 = clean centred people; higher = harder for an untrained network.
+    config.data.synthetic_difficulty = 1.0
 
     # ---------------------------------------------------------------- input pipeline
     config.input = ml_collections.ConfigDict()
