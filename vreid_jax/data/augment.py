@@ -15,6 +15,7 @@ Conventions ported from the PyTorch peers (torchvision/torchreid), each tested:
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -49,10 +50,19 @@ def decode_clip(encoded: tf.Tensor, clip_len: int, height: int, width: int) -> t
 
 
 def normalize(images: tf.Tensor) -> tf.Tensor:
-    """uint8 pixels -> float32 ImageNet-normalised: (x / 255 - mean) / std per channel."""
-    mean = tf.constant(IMAGENET_MEAN, tf.float32) * 255.0
-    std = tf.constant(IMAGENET_STD, tf.float32) * 255.0
-    return (tf.cast(images, tf.float32) - mean) / std
+    """uint8 pixels [..., H, W, 3] (static H, W) -> float32 ImageNet-normalised.
+
+    Computes (x / 255 - mean) / std as x * scale + offset with scale and offset given at the full
+    [H, W, 3] frame shape: TensorFlow's CPU kernels are about twice as fast on same-shape operands as
+    when broadcasting a 3-vector along the innermost axis, and this op is the second largest cost of
+    the input pipeline after JPEG decoding.
+    """
+    frame_shape = images.shape[-3:]
+    std = np.asarray(IMAGENET_STD, np.float32) * 255.0
+    mean = np.asarray(IMAGENET_MEAN, np.float32) * 255.0
+    scale = tf.constant(np.broadcast_to(1.0 / std, frame_shape))
+    offset = tf.constant(np.broadcast_to(-mean / std, frame_shape))
+    return tf.cast(images, tf.float32) * scale + offset
 
 
 def augment_clip(

@@ -8,6 +8,7 @@ global arrays sharded over the ('data',) mesh.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import numpy as np
@@ -82,32 +83,35 @@ def train_batches(
         process_count=process_count,
     )
 
-    def clips():
-        step = start_step
-        while True:
+    batch_size = len(sampler.local_lanes) * cfg.num_instances
+
+    def batches():
+        for step in itertools.count(start_step):
             rows, lanes, instances = sampler.batch(step)
+            frames, seeds = [], []
             for row, lane, k in zip(rows, lanes, instances, strict=True):
                 generator = sampling.clip_rng(seed, step, lane, k)
-                frames = sampling.sample_frames(
+                chosen = sampling.sample_frames(
                     cfg.train_sampler,
                     int(index.lengths[row]),
                     cfg.clip_len,
                     generator,
                     window=cfg.window,
                 )
-                yield {
-                    "frames": [index.frames[row][f] for f in frames],
-                    "label": np.int32(index.labels[row]),
-                    "pid": index.pids[row],
-                    "seed": sampling.augment_seed(seed, step, lane, k),
-                }
-            step += 1
+                frames.append([index.frames[row][f] for f in chosen])
+                seeds.append(sampling.augment_seed(seed, step, lane, k))
+            yield {
+                "frames": np.array(frames, dtype=object),
+                "label": index.labels[rows].astype(np.int32),
+                "pid": index.pids[rows],
+                "seed": np.stack(seeds),
+            }
 
     signature = {
-        "frames": tf.TensorSpec([cfg.clip_len], tf.string),
-        "label": tf.TensorSpec([], tf.int32),
-        "pid": tf.TensorSpec([], tf.int64),
-        "seed": tf.TensorSpec([2], tf.int64),
+        "frames": tf.TensorSpec([batch_size, cfg.clip_len], tf.string),
+        "label": tf.TensorSpec([batch_size], tf.int32),
+        "pid": tf.TensorSpec([batch_size], tf.int64),
+        "seed": tf.TensorSpec([batch_size, 2], tf.int64),
     }
 
     def decode_and_augment(example):
@@ -117,10 +121,9 @@ def train_batches(
         )
         return {"clips": clip, "labels": example["label"], "pids": example["pid"]}
 
-    ds = tf.data.Dataset.from_generator(clips, output_signature=signature)
+    ds = _from_batches(batches, signature)
     ds = ds.map(decode_and_augment, num_parallel_calls=_parallelism(cfg), deterministic=True)
-    ds = ds.batch(len(sampler.local_lanes) * cfg.num_instances, drop_remainder=True)
-    return _finish(ds, cfg)
+    return _finish(ds.batch(batch_size, drop_remainder=True), cfg)
 
 
 def eval_clip_batches(
@@ -155,22 +158,29 @@ def eval_clip_batches(
         len(tracklets), batch_size, process_index, process_count
     )
 
-    def chunks():
-        for item in items:
-            if item < 0:
-                yield {"frames": [b""] * clip_len, "tracklet": np.int32(-1), "mask": False}
-            else:
-                row = tracklets[item]
-                yield {
-                    "frames": [index.frames[row][f] for f in frames[item]],
-                    "tracklet": row,
-                    "mask": True,
-                }
+    def batches():
+        for start in range(0, len(items), batch_size):
+            batch = items[start : start + batch_size]
+            mask = batch >= 0
+            rows = np.where(mask, tracklets[batch], -1)
+            yield {
+                "frames": np.array(
+                    [
+                        [index.frames[rows[i]][f] for f in frames[item]]
+                        if mask[i]
+                        else [b""] * clip_len
+                        for i, item in enumerate(batch)
+                    ],
+                    dtype=object,
+                ),
+                "tracklet": rows.astype(np.int32),
+                "mask": mask,
+            }
 
     signature = {
-        "frames": tf.TensorSpec([clip_len], tf.string),
-        "tracklet": tf.TensorSpec([], tf.int32),
-        "mask": tf.TensorSpec([], tf.bool),
+        "frames": tf.TensorSpec([batch_size, clip_len], tf.string),
+        "tracklet": tf.TensorSpec([batch_size], tf.int32),
+        "mask": tf.TensorSpec([batch_size], tf.bool),
     }
 
     def decode(example):
@@ -185,7 +195,7 @@ def eval_clip_batches(
             "mask": example["mask"],
         }
 
-    ds = tf.data.Dataset.from_generator(chunks, output_signature=signature)
+    ds = _from_batches(batches, signature)
     ds = ds.map(decode, num_parallel_calls=_parallelism(cfg), deterministic=True)
     return _finish(ds.batch(batch_size, drop_remainder=True), cfg), num_batches
 
@@ -216,29 +226,30 @@ def eval_frame_batches(
         len(tracklets), batch_size, process_index, process_count
     )
 
-    def frames():
-        for item in items:
-            if item < 0:
-                yield {
-                    "frame": b"",
-                    "tracklet": np.int32(-1),
-                    "position": np.int32(-1),
-                    "mask": False,
-                }
-            else:
-                row, position = tracklets[item], positions[item]
-                yield {
-                    "frame": index.frames[row][position],
-                    "tracklet": row,
-                    "position": position,
-                    "mask": True,
-                }
+    def batches():
+        for start in range(0, len(items), batch_size):
+            batch = items[start : start + batch_size]
+            mask = batch >= 0
+            rows = np.where(mask, tracklets[batch], -1)
+            position = np.where(mask, positions[batch], -1)
+            yield {
+                "frame": np.array(
+                    [
+                        index.frames[r][f] if m else b""
+                        for r, f, m in zip(rows, position, mask, strict=True)
+                    ],
+                    dtype=object,
+                ),
+                "tracklet": rows.astype(np.int32),
+                "position": position.astype(np.int32),
+                "mask": mask,
+            }
 
     signature = {
-        "frame": tf.TensorSpec([], tf.string),
-        "tracklet": tf.TensorSpec([], tf.int32),
-        "position": tf.TensorSpec([], tf.int32),
-        "mask": tf.TensorSpec([], tf.bool),
+        "frame": tf.TensorSpec([batch_size], tf.string),
+        "tracklet": tf.TensorSpec([batch_size], tf.int32),
+        "position": tf.TensorSpec([batch_size], tf.int32),
+        "mask": tf.TensorSpec([batch_size], tf.bool),
     }
 
     def decode(example):
@@ -254,7 +265,7 @@ def eval_frame_batches(
             "mask": example["mask"],
         }
 
-    ds = tf.data.Dataset.from_generator(frames, output_signature=signature)
+    ds = _from_batches(batches, signature)
     ds = ds.map(decode, num_parallel_calls=_parallelism(cfg), deterministic=True)
     return _finish(ds.batch(batch_size, drop_remainder=True), cfg), num_batches
 
@@ -304,6 +315,15 @@ def _label_counts(index: TrackletIndex) -> np.ndarray:
             "config.data.data_dir."
         )
     return index.label_counts
+
+
+def _from_batches(batches, signature) -> tf.data.Dataset:
+    """A dataset of single examples from a generator of whole batches.
+
+    Crossing from Python into tf.data costs far more per call than per byte, so the generator hands
+    over a batch at a time and tf.data splits it; the decode map then runs outside the GIL.
+    """
+    return tf.data.Dataset.from_generator(batches, output_signature=signature).unbatch()
 
 
 def _parallelism(cfg) -> int:
