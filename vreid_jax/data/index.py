@@ -197,10 +197,9 @@ def from_split(
         **keep, label_counts=_label_counts(np.asarray(all_labels, np.int64), source)
     )
     logging.info(
-        "%s, process %d of %d: %d of %d tracklets, %d frames, %.1f MB encoded, %.1f MB in memory.",
+        "%s%s: %d of %d tracklets, %d frames, %.1f MB encoded, %.1f MB in memory.",
         source,
-        process_index,
-        process_count,
+        f" (process {process_index} of {process_count})" if process_count > 1 else "",
         len(index),
         len(all_labels),
         index.num_frames,

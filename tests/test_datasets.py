@@ -1,0 +1,107 @@
+"""The dataset registry end to end: synthetic MARS generated, built by data_prep, loaded per process."""
+
+import importlib.util
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vreid_jax.data import datasets, pipeline
+from vreid_jax.data import inspect as inspect_lib
+
+
+@pytest.fixture(scope="module")
+def config(repo_root, tmp_path_factory):
+    spec = importlib.util.spec_from_file_location("default", repo_root / "configs" / "default.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+    config.data.update(
+        synthetic=True,
+        data_dir=str(tmp_path_factory.mktemp("tfds")),
+        synthetic_num_ids=6,
+        synthetic_tracklets_per_id=2,
+        synthetic_min_len=4,
+        synthetic_max_len=10,
+        synthetic_height=64,
+        synthetic_width=32,
+    )
+    config.input.update(
+        height=64, width=32, num_ids_per_batch=4, num_instances=2, clip_len=4, window=8, pad=2
+    )
+    return config
+
+
+@pytest.fixture(scope="module")
+def data(config):
+    return datasets.load(config.data, seed=0)  # generates and builds on first use
+
+
+def test_load_composes_the_official_mars_gallery(data, config):
+    assert data.name == "mars" and data.protocol == "mars-official"
+    assert data.num_classes == 6 and data.num_train_tracklets == len(data.train) == 12
+    np.testing.assert_array_equal(data.train.label_counts, [2] * 6)
+    assert (data.query.labels == -1).all() and len(data.query) > 0
+    torchreid = datasets.load(config.data, seed=0, mars_gallery="torchreid")
+    assert torchreid.protocol == "mars-torchreid"
+    # official = every query followed by the stored gallery; junk (pid -1) dropped from both.
+    assert len(data.gallery) == len(data.query) + len(torchreid.gallery)
+    np.testing.assert_array_equal(data.gallery.keys[: len(data.query)], data.query.keys)
+    assert not (data.gallery.pids == -1).any()
+    assert "mars (mars-official)" in data.log_summary()
+    assert [row[0] for row in data.summary_rows()] == ["train (this process)", "query", "gallery"]
+
+
+def test_processes_hold_disjoint_identity_slices(data, config):
+    parts = [datasets.load(config.data, seed=0, process_index=p, process_count=2) for p in range(2)]
+    for p, part in enumerate(parts):
+        assert (part.train.labels % 2 == p).all() and part.num_classes == data.num_classes
+        assert len(part.query) == len(data.query)  # evaluation sets are whole on every process
+    keys = np.concatenate([part.train.keys for part in parts])
+    assert sorted(keys) == sorted(data.train.keys)
+    assert sum(part.train.nbytes for part in parts) == data.train.nbytes
+
+
+def test_pipelines_run_on_the_built_dataset(data, config):
+    batch = next(pipeline.train_batches(data.train, config.input, seed=0, start_step=0))
+    assert batch["clips"].shape == (8, 4, 64, 32, 3)
+    batches, num_batches = pipeline.eval_clip_batches(
+        data.gallery, config.input, clip_len=4, batch_size=8
+    )
+    masks = [b["mask"] for b in batches]
+    assert len(masks) == num_batches
+    assert sum(m.sum() for m in masks) == sum(-(-n // 4) for n in data.gallery.lengths)
+    too_big = config.input.copy_and_resolve_references()
+    too_big.height = 256
+    with pytest.raises(ValueError, match=r"config\.input\.height=256 exceeds .* 64x32"):
+        pipeline.train_batches(data.train, too_big, seed=0, start_step=0)
+
+
+def test_inspect_writes_a_contact_sheet(data, config, tmp_path):
+    out = tmp_path / "sheet.png"
+    text = inspect_lib.inspect(config, str(out), num_clips=3)
+    assert "evaluation clips" in text and out.exists()
+    width, height = Image.open(out).size
+    assert height == 3 * (64 + 2) and width > 4 * 32
+
+
+def test_errors_name_the_config_key(config, tmp_path, monkeypatch):
+    bad = config.copy_and_resolve_references()
+    bad.data.name = "market1501"
+    with pytest.raises(ValueError, match=r"config\.data\.name='market1501'"):
+        datasets.load(bad.data)
+    with pytest.raises(ValueError, match=r"config\.eval\.mars_gallery='both'"):
+        datasets.load(config.data, mars_gallery="both")
+    real = config.copy_and_resolve_references()
+    real.data.update(synthetic=False, data_dir="")
+    with pytest.raises(ValueError, match=r"config\.data\.data_dir is empty"):
+        datasets.load(real.data)
+    real.data.data_dir = str(tmp_path)
+    with pytest.raises(ValueError, match=r"config\.data\.data_dir=.*python -m data_prep\.build"):
+        datasets.load(real.data)
+    # A process other than 0 waits for process 0's build, and says so when it gives up.
+    waiting = config.copy_and_resolve_references()
+    waiting.data.data_dir = str(tmp_path / "empty")
+    monkeypatch.setattr(datasets, "_BUILD_WAIT_SECONDS", 0.01)
+    with pytest.raises(TimeoutError, match="waited"):
+        datasets.load(waiting.data, process_index=1, process_count=2)

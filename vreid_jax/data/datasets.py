@@ -1,0 +1,205 @@
+"""The dataset registry: loads a built dataset's splits into tracklet indices, per protocol.
+
+`load` reads the training split once without decoding, keeping this process's identity slice, and
+the full query and gallery sets, composed by the dataset's evaluation protocol. With
+`config.data.synthetic`, a missing dataset is first generated in the real on-disk layout and built by
+the real converter (`data_prep`), once, by process 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import time
+
+import numpy as np
+from absl import logging
+
+from vreid_jax import logging_utils
+from vreid_jax.data import index as index_lib
+from vreid_jax.data.index import TrackletIndex
+
+NAMES = ("mars", "dukev", "ilidsvid", "prid2011", "lsvid")
+# Datasets whose stored gallery excludes the queries: the gallery is composed per protocol.
+_COMPOSED_GALLERY = ("mars", "lsvid")
+_MULTI_SPLIT = ("ilidsvid", "prid2011")
+MARS_GALLERIES = ("official", "torchreid")
+# How long other processes wait for process 0 to build a synthetic dataset.
+_BUILD_WAIT_SECONDS = 3600.0
+
+
+@dataclasses.dataclass
+class ReidData:
+    """One dataset, loaded for one process.
+
+    Attributes:
+      train: this process's identity slice of the training split (`label % process_count ==
+        process_index`), with `label_counts` over all processes.
+      query: every query tracklet.
+      gallery: every gallery tracklet of the protocol.
+      num_classes: training identities over all processes.
+      num_train_tracklets: training tracklets over all processes.
+      name: dataset name.
+      protocol: e.g. 'mars-official', 'mars-torchreid', 'dukev', 'ilidsvid-split3'.
+    """
+
+    train: TrackletIndex
+    query: TrackletIndex
+    gallery: TrackletIndex
+    num_classes: int
+    num_train_tracklets: int
+    name: str
+    protocol: str
+
+    def summary_rows(self) -> list[list]:
+        """Rows of the summary table (header `index.SUMMARY_HEADER`); train is this process's slice."""
+        return [
+            self.train.summary_row("train (this process)"),
+            self.query.summary_row("query"),
+            self.gallery.summary_row("gallery"),
+        ]
+
+    def log_summary(self) -> str:
+        """Logs and returns the summary table."""
+        title = (
+            f"{self.name} ({self.protocol}): {self.num_classes} training identities, "
+            f"{self.num_train_tracklets} training tracklets in all"
+        )
+        return logging_utils.log_table(title, index_lib.SUMMARY_HEADER, self.summary_rows())
+
+
+def load(
+    data_config,
+    *,
+    mars_gallery: str = "official",
+    seed: int = 0,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> ReidData:
+    """Loads `config.data` for this process.
+
+    Args:
+      data_config: `config.data`.
+      mars_gallery: `config.eval.mars_gallery`, for MARS and LS-VID (whose stored gallery excludes
+        the queries): 'official' = query + gallery (MARS-evaluation, AP3D: 11,310 MARS tracklets),
+        'torchreid' = gallery alone (9,330). Junk tracklets (pid -1) are dropped from both; the
+        ranking ignores them anyway.
+      seed: seed of the synthetic dataset, if one is generated.
+      process_index: this process.
+      process_count: number of processes.
+
+    Raises:
+      ValueError: unknown name or gallery, an empty split, a missing non-synthetic dataset.
+    """
+    name = data_config.name
+    if name not in NAMES:
+        raise ValueError(f"config.data.name={name!r}; expected one of {NAMES}.")
+    if mars_gallery not in MARS_GALLERIES:
+        raise ValueError(
+            f"config.eval.mars_gallery={mars_gallery!r}; expected one of {MARS_GALLERIES}."
+        )
+    data_dir = ensure_built(data_config, seed=seed, process_index=process_index)
+    from data_prep import reader  # noqa: PLC0415  (TFDS only when data is actually read)
+
+    def read(split, **kw):
+        ds = reader.read_split(name, data_dir, split, split_index=data_config.split)
+        if split == "gallery" and name in _COMPOSED_GALLERY:
+            ds = ds.filter(lambda example: ~example["is_junk"])
+        return index_lib.from_split(ds.as_numpy_iterator(), source=f"{name}/{split}", **kw)
+
+    train = read("train", process_index=process_index, process_count=process_count)
+    if train.label_counts is None:
+        raise ValueError(
+            f"The training split of {name!r} in config.data.data_dir={data_dir!r} is empty "
+            "(or has unlabelled tracklets)."
+        )
+    query, gallery = read("query"), read("gallery")
+    for split, split_index in (("query", query), ("gallery", gallery)):
+        if not len(split_index):
+            raise ValueError(
+                f"The {split} split of {name!r} in config.data.data_dir={data_dir!r} is empty."
+            )
+    protocol = name
+    if name in _COMPOSED_GALLERY:
+        protocol = f"{name}-{mars_gallery}"
+        if mars_gallery == "official":
+            gallery = TrackletIndex.concatenate(query, gallery)
+    elif name in _MULTI_SPLIT:
+        protocol = f"{name}-split{data_config.split}"
+    return ReidData(
+        train=train,
+        query=query,
+        gallery=gallery,
+        num_classes=len(train.label_counts),
+        num_train_tracklets=int(np.sum(train.label_counts)),
+        name=name,
+        protocol=protocol,
+    )
+
+
+def ensure_built(data_config, *, seed: int = 0, process_index: int = 0) -> str:
+    """Returns the data folder holding the built dataset, generating a synthetic one if configured.
+
+    Process 0 generates and builds; the others wait for the finished build (the builder moves the
+    dataset into place only once it is complete, so its presence is the signal).
+    """
+    from data_prep import build  # noqa: PLC0415
+
+    name, data_dir = data_config.name, data_config.data_dir
+    if data_config.synthetic and not data_dir:
+        data_dir = default_synthetic_dir(data_config, seed)
+    if not data_dir:
+        raise ValueError(
+            "config.data.data_dir is empty: set it to the folder built by `python -m data_prep.build "
+            f"--dataset {name} --manual_dir RAW --data_dir DIR`."
+        )
+    if build.is_built(name, data_dir):
+        return data_dir
+    if not data_config.synthetic:
+        raise ValueError(
+            f"No built {name!r} dataset in config.data.data_dir={data_dir!r}. Build it with: "
+            f"python -m data_prep.build --dataset {name} --manual_dir RAW --data_dir {data_dir} "
+            "(or set config.data.synthetic=True for a generated stand-in)."
+        )
+    if process_index == 0:
+        from data_prep import synthetic  # noqa: PLC0415
+
+        raw = os.path.join(data_dir, "raw", name)
+        logging.info("Generating a synthetic %s dataset in %s and building it.", name, raw)
+        shutil.rmtree(raw, ignore_errors=True)  # Left over by an interrupted generation.
+        synthetic.generate(
+            name,
+            raw,
+            seed=seed,
+            num_ids=data_config.synthetic_num_ids,
+            tracklets_per_id=data_config.synthetic_tracklets_per_id,
+            min_len=data_config.synthetic_min_len,
+            max_len=data_config.synthetic_max_len,
+            height=data_config.synthetic_height,
+            width=data_config.synthetic_width,
+            difficulty=data_config.synthetic_difficulty,
+        )
+        build.build(name, raw, data_dir)
+        return data_dir
+    deadline = time.monotonic() + _BUILD_WAIT_SECONDS
+    while not build.is_built(name, data_dir):
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"Process {process_index} waited {_BUILD_WAIT_SECONDS:.0f} s for process 0 to build "
+                f"the synthetic {name!r} dataset in config.data.data_dir={data_dir!r}."
+            )
+        time.sleep(1.0)
+    return data_dir
+
+
+def default_synthetic_dir(data_config, seed: int) -> str:
+    """A per-user cache folder for a synthetic dataset, named by everything that shapes it."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    c = data_config
+    tag = (
+        f"{c.name}_ids{c.synthetic_num_ids}x{c.synthetic_tracklets_per_id}"
+        f"_len{c.synthetic_min_len}-{c.synthetic_max_len}_{c.synthetic_height}x{c.synthetic_width}"
+        f"_difficulty{c.synthetic_difficulty:g}_seed{seed}"
+    )
+    return os.path.join(cache, "vreid_jax", "synthetic", tag)
