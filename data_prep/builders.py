@@ -21,6 +21,10 @@ from data_prep import registry
 
 VERSION = "1.0.0"
 
+# Never look for pre-computed dataset info on Google Cloud Storage: these datasets are not there,
+# and a cluster node or a test machine may have no network (this TFDS already defaults to True).
+tfds.core.utils.gcs_utils._is_gcs_disabled = True
+
 
 def _features(image_format: str) -> tfds.features.FeaturesDict:
     return tfds.features.FeaturesDict(

@@ -78,3 +78,31 @@ def test_check_only_warns_for_unverified_counts():
     rows = _rows(dukev.VERIFIED_STATS)
     errors, warnings = stats.check("dukev", rows)
     assert errors == [] and len(warnings) == 3  # the single-source frame counts
+
+
+def test_importing_data_prep_pulls_in_neither_jax_nor_the_trainer():
+    code = (
+        "import sys; import data_prep.build, data_prep.reader, data_prep.stats, "
+        "data_prep.synthetic, data_prep.builders; "
+        "print(sorted(m for m in ('jax', 'vreid_jax', 'vreid_jax.train') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_build_and_read_without_network(tmp_path, monkeypatch):
+    import socket
+
+    from data_prep import build, reader
+
+    def no_network(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    raw, data_dir = str(tmp_path / "raw"), str(tmp_path / "tfds")
+    synthetic.generate(
+        "ilidsvid", raw, num_ids=2, tracklets_per_id=1, min_len=2, max_len=3, height=32, width=16
+    )
+    build.build("ilidsvid", raw, data_dir)
+    assert len(list(reader.read_split("ilidsvid", data_dir, "gallery"))) == 1
