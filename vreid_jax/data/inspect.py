@@ -14,7 +14,7 @@ import os
 import tempfile
 
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 from PIL import Image, ImageDraw
 
@@ -104,6 +104,7 @@ def _define_flags() -> None:
 def main(argv):
     del argv
     logging_utils.quiet_tensorflow()
+    logging.set_verbosity(logging.WARNING)  # The summary is printed below; don't log it twice.
     print(inspect(FLAGS.config, FLAGS.out, num_clips=FLAGS.num_clips, step=FLAGS.step))
 
 
