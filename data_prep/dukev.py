@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 
-from data_prep.index import BadInput, DatasetIndex, Tracklet, check_tracklet, require
+from data_prep.index import BadInput, DatasetIndex, Tracklet, check_frames, require
 
 NAME = "dukev"
 IMAGE_FORMAT = "jpeg"
@@ -60,7 +60,7 @@ def _parse_tracklet(root, split, pid_dir, trk_dir, bad) -> Tracklet | None:
         return None
     paths = [os.path.join(folder, p[3]) for p in parsed]
     numbers = [p[0] for p in parsed]
-    why = check_tracklet(folder, paths, numbers, IMAGE_FORMAT)
+    why = check_frames(folder, numbers)
     if why:
         bad.report(why)
         return None
@@ -73,6 +73,7 @@ def _parse_tracklet(root, split, pid_dir, trk_dir, bad) -> Tracklet | None:
         frame_numbers=tuple(numbers),
         # A tracklet is a distractor when its frames carry the `D` mark.
         is_distractor=all(p[2] == "D" for p in parsed),
+        source=folder,
     )
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 
-from data_prep.index import BadInput, DataPrepError, DatasetIndex, Tracklet, check_tracklet, require
+from data_prep.index import BadInput, DataPrepError, DatasetIndex, Tracklet, check_frames, require
 from data_prep.published_splits import load_ls_set_splits
 
 NAME = "ilidsvid"
@@ -74,7 +74,7 @@ def parse(root: str, *, skip_bad: bool = False) -> DatasetIndex:
             frames = _frames(folder, cam, person, bad)
             if frames is None:
                 continue
-            why = check_tracklet(folder, *frames, IMAGE_FORMAT)
+            why = check_frames(folder, frames[1])
             if why:
                 bad.report(why)
                 continue
@@ -86,6 +86,7 @@ def parse(root: str, *, skip_bad: bool = False) -> DatasetIndex:
                     camid=cam - 1,
                     frame_paths=tuple(frames[0]),
                     frame_numbers=tuple(frames[1]),
+                    source=folder,
                 )
             )
     return DatasetIndex(NAME, tracklets, IMAGE_FORMAT, splits=splits, skipped=bad.skipped)

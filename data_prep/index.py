@@ -34,6 +34,7 @@ class Tracklet:
       is_junk: MARS pid -1 (bad detections; never a match, never a negative).
       is_distractor: MARS pid 0, DukeMTMC-VideoReID `D` frames: negatives that match nobody.
       label: training label (rank of `pid` among the sorted train pids), -1 outside train.
+      source: where the tracklet comes from (file and row, or folder), for error messages.
     """
 
     key: str
@@ -45,6 +46,7 @@ class Tracklet:
     is_junk: bool = False
     is_distractor: bool = False
     label: int = -1
+    source: str = ""
 
 
 @dataclasses.dataclass
@@ -111,23 +113,26 @@ def check_image(path: str, image_format: str) -> str | None:
     return None
 
 
-def check_tracklet(where: str, paths, numbers, image_format: str) -> str | None:
-    """Returns why a tracklet is unusable (empty, unordered frames, a bad frame), or None.
+def check_frames(where: str, numbers) -> str | None:
+    """Returns why a tracklet's frame list is unusable (empty, repeated numbers), or None.
 
     Args:
       where: how to name the tracklet in the message (file and row).
-      paths: frame paths, already sorted by frame number.
-      numbers: their parsed frame numbers.
-      image_format: 'jpeg' or 'png'.
+      numbers: the parsed frame numbers, already sorted.
     """
-    if not paths:
+    if not numbers:
         return f"{where}: empty tracklet (no frames)"
     if any(b <= a for a, b in zip(numbers, numbers[1:], strict=False)):
-        return f"{where}: frame numbers are not strictly increasing: {list(numbers)[:10]}..."
+        return f"{where}: frame numbers repeat: {list(numbers)[:10]}..."
+    return None
+
+
+def first_bad_image(paths, image_format: str) -> str | None:
+    """Returns 'frame <path> is <why>' for the first unusable frame of `paths`, or None."""
     for path in paths:
         why = check_image(path, image_format)
         if why:
-            return f"{where}: frame {path!r} is {why}"
+            return f"frame {path!r} is {why}"
     return None
 
 

@@ -16,7 +16,7 @@ import os
 import h5py
 import numpy as np
 
-from data_prep.index import BadInput, DataPrepError, DatasetIndex, Tracklet, check_tracklet, require
+from data_prep.index import BadInput, DataPrepError, DatasetIndex, Tracklet, check_frames, require
 
 NAME = "lsvid"
 IMAGE_FORMAT = "jpeg"
@@ -85,7 +85,7 @@ def _row_tracklet(root, stem, list_file, row, prefix, pid, split, bad) -> Trackl
     if len(cams) > 1:
         bad.report(f"{where}: frames from several cameras {sorted(cams)}")
         return None
-    why = check_tracklet(where, [p[2] for p in parsed], [p[0] for p in parsed], IMAGE_FORMAT)
+    why = check_frames(where, [p[0] for p in parsed])
     if why:
         bad.report(why)
         return None
@@ -96,6 +96,7 @@ def _row_tracklet(root, stem, list_file, row, prefix, pid, split, bad) -> Trackl
         camid=cams.pop() - 1,
         frame_paths=tuple(p[2] for p in parsed),
         frame_numbers=tuple(p[0] for p in parsed),
+        source=where,
     )
 
 

@@ -16,7 +16,7 @@ import re
 import numpy as np
 import scipy.io
 
-from data_prep.index import BadInput, DataPrepError, DatasetIndex, Tracklet, check_tracklet, require
+from data_prep.index import BadInput, DataPrepError, DatasetIndex, Tracklet, check_frames, require
 
 NAME = "mars"
 IMAGE_FORMAT = "jpeg"
@@ -99,7 +99,7 @@ def _row_tracklet(root, subset, names, names_file, row, values, split, bad) -> T
     order = np.argsort(numbers, kind="stable")
     paths = [os.path.join(root, subset, rows[i][:4], rows[i]) for i in order]
     numbers = [numbers[i] for i in order]
-    why = check_tracklet(where, paths, numbers, IMAGE_FORMAT)
+    why = check_frames(where, numbers)
     if why:
         bad.report(why)
         return None
@@ -112,6 +112,7 @@ def _row_tracklet(root, subset, names, names_file, row, values, split, bad) -> T
         frame_numbers=tuple(numbers),
         is_junk=pid == -1,
         is_distractor=pid == 0,
+        source=where,
     )
 
 

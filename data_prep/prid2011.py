@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 
-from data_prep.index import BadInput, DataPrepError, DatasetIndex, Tracklet, check_tracklet, require
+from data_prep.index import BadInput, DataPrepError, DatasetIndex, Tracklet, check_frames, require
 from data_prep.published_splits import load_ls_set_splits
 
 NAME = "prid2011"
@@ -88,7 +88,7 @@ def parse(root: str, *, skip_bad: bool = False) -> DatasetIndex:
     tracklets = []
     for (person, frames), pid in zip(kept, pids, strict=True):
         for camid, (cam_dir, (paths, numbers)) in enumerate(zip(cam_dirs, frames, strict=True)):
-            why = check_tracklet(os.path.join(cam_dir, person), paths, numbers, IMAGE_FORMAT)
+            why = check_frames(os.path.join(cam_dir, person), numbers)
             if why:
                 bad.report(why)
                 continue
@@ -100,6 +100,7 @@ def parse(root: str, *, skip_bad: bool = False) -> DatasetIndex:
                     camid=camid,
                     frame_paths=tuple(paths),
                     frame_numbers=tuple(numbers),
+                    source=os.path.join(cam_dir, person),
                 )
             )
     return DatasetIndex(NAME, tracklets, IMAGE_FORMAT, splits=splits, skipped=bad.skipped)

@@ -6,8 +6,18 @@ Each parser module exposes `NAME`, `IMAGE_FORMAT`, `EXPECTED_TREE`, `INSTRUCTION
 
 from __future__ import annotations
 
+import tqdm
+
 from data_prep import dukev, ilidsvid, lsvid, mars, prid2011
-from data_prep.index import DataPrepError, DatasetIndex, unique_keys, with_train_labels
+from data_prep.index import (
+    BadInput,
+    DataPrepError,
+    DatasetIndex,
+    Tracklet,
+    first_bad_image,
+    unique_keys,
+    with_train_labels,
+)
 
 DATASETS = {m.NAME: m for m in (mars, dukev, ilidsvid, prid2011, lsvid)}
 # Datasets stored as all tracklets plus 10 published splits applied when reading.
@@ -26,10 +36,27 @@ def stored_splits(name: str) -> tuple[str, ...]:
     return ("tracklets",) if name in MULTI_SPLIT else ("train", "query", "gallery")
 
 
+def _with_good_images(index: DatasetIndex, skip_bad: bool) -> list[Tracklet]:
+    """Drops (or fails on) tracklets with a missing, non-image or truncated frame."""
+    bad = BadInput(skip_bad)
+    good = []
+    progress = tqdm.tqdm(index.tracklets, desc=f"Checking {index.name} frames", unit=" tracklets")
+    for t in progress:
+        why = first_bad_image(t.frame_paths, index.image_format)
+        if why:
+            bad.report(f"{t.source}: {why}")
+        else:
+            good.append(t)
+    index.skipped.extend(bad.skipped)
+    return good
+
+
 def parse(name: str, root: str, *, skip_bad: bool = False) -> DatasetIndex:
-    """Parses raw dataset `name` under `root`: unique keys, train labels, tracklets sorted by key."""
+    """Parses raw dataset `name` under `root`: checks every frame file, makes keys unique, sets
+    the train labels (after any skips, so they stay dense) and sorts the tracklets by key."""
     index = get(name).parse(root, skip_bad=skip_bad)
-    index.tracklets = sorted(with_train_labels(unique_keys(index.tracklets)), key=lambda t: t.key)
+    tracklets = _with_good_images(index, skip_bad)
+    index.tracklets = sorted(with_train_labels(unique_keys(tracklets)), key=lambda t: t.key)
     if not index.tracklets:
         raise DataPrepError(f"{root}: no usable tracklet found for {name!r}")
     return index
