@@ -2,9 +2,11 @@
 
 import importlib.util
 
+import jax
 import numpy as np
 import pytest
 
+from vreid_jax import parallel
 from vreid_jax.data import augment, fake, pipeline
 
 H, W, T = 32, 16, 4
@@ -180,3 +182,13 @@ def test_eval_errors(eval_index, input_config):
         pipeline.eval_frame_batches(eval_index, too_wide, batch_size=4)
     with pytest.raises(ValueError, match="split is empty"):
         pipeline.eval_clip_batches(eval_index.select([]), input_config, clip_len=T, batch_size=4)
+
+
+def test_batches_become_global_arrays_on_the_data_mesh(train_index, input_config):
+    mesh = parallel.make_mesh()
+    batch = next(pipeline.train_batches(train_index, input_config, seed=0, start_step=0))
+    global_batch = parallel.host_to_global(batch, mesh)
+    assert global_batch["clips"].shape == (8, T, H, W, 3)
+    assert global_batch["clips"].sharding == parallel.data_sharding(mesh)
+    assert len(global_batch["clips"].addressable_shards) == jax.device_count() == 4
+    np.testing.assert_array_equal(np.asarray(global_batch["labels"]), batch["labels"])
