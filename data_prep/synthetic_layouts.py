@@ -9,6 +9,7 @@ of REFERENCE.md §3, the same ones the parsers follow.
 
 from __future__ import annotations
 
+import io
 import os
 
 import h5py
@@ -23,6 +24,16 @@ MARS_JUNK_FRACTION = 870 / 12180
 # DukeMTMC-VideoReID: 408 gallery-only distractor identities next to 702 test identities.
 DUKE_DISTRACTOR_ID_RATIO = 408 / 702
 PRID_SHORT_RATIO = 22 / 178  # persons of 1..200 that fail the 27-frame filter, per kept person
+
+
+def _savemat(path: str, variables: dict) -> None:
+    """`scipy.io.savemat` with a fixed header text: scipy stamps the current time into the
+    116-byte descriptive header, which would make the output differ between runs."""
+    buffer = io.BytesIO()
+    scipy.io.savemat(buffer, variables)
+    header = b"MATLAB 5.0 MAT-file, Platform: synthetic, Created on: Thu Jan  1 00:00:00 1970"
+    with open(path, "wb") as f:
+        f.write(header.ljust(116) + buffer.getvalue()[116:])
 
 
 def _assign_cameras(rng, count: int, num_cameras: int) -> list[int]:
@@ -88,13 +99,13 @@ def write_mars(scene, root: str, spec: dict) -> list[dict]:
             names.extend(files)
         with open(os.path.join(root, "info", f"{subset}_name.txt"), "w", newline="") as f:
             f.write("".join(name + "\r\n" for name in names))
-        scipy.io.savemat(
+        _savemat(
             os.path.join(root, "info", f"tracks_{subset}_info.mat"),
             {f"track_{subset}_info": np.asarray(table, np.float64).reshape(-1, 4)},
         )
         query = _mars_query_rows(rng, table) if subset == "test" else set()
         if subset == "test":
-            scipy.io.savemat(
+            _savemat(
                 os.path.join(root, "info", "query_IDX.mat"),
                 {"query_IDX": np.asarray(sorted(query), np.float64)[None] + 1},
             )
@@ -219,7 +230,7 @@ def write_ilidsvid(scene, root: str, spec: dict) -> tuple[list[dict], list[dict]
     ls_set = _ls_set(rng, n)
     split_dir = os.path.join(root, "train-test people splits")
     os.makedirs(split_dir)
-    scipy.io.savemat(os.path.join(split_dir, "train_test_splits_ilidsvid.mat"), {"ls_set": ls_set})
+    _savemat(os.path.join(split_dir, "train_test_splits_ilidsvid.mat"), {"ls_set": ls_set})
     return truth, _split_defs(ls_set, pids)
 
 
@@ -266,7 +277,7 @@ def write_prid2011(scene, root: str, spec: dict) -> tuple[list[dict], list[dict]
     ls_set = _ls_set(rng, len(kept))
     split_dir = os.path.join(root, "train-test people splits")
     os.makedirs(split_dir)
-    scipy.io.savemat(os.path.join(split_dir, "train_test_splits_prid.mat"), {"ls_set": ls_set})
+    _savemat(os.path.join(split_dir, "train_test_splits_prid.mat"), {"ls_set": ls_set})
     return truth, _split_defs(ls_set, kept)
 
 
