@@ -136,7 +136,7 @@ def test_missing_dataset_is_a_clear_error(tmp_path):
     config = tiny_config(
         "nl3d", **{"data.data_dir": str(tmp_path / "nowhere"), "data.synthetic": False}
     )
-    with pytest.raises(FileNotFoundError, match="data_dir"):
+    with pytest.raises(ValueError, match="data_prep.build"):
         train.train_and_evaluate(config, str(tmp_path / "work"))
 
 

@@ -100,14 +100,6 @@ class _StopRequest:
             signal.signal(sig, handler)
 
 
-def steps_per_epoch(data, input_config) -> int:
-    """Optimiser steps in one epoch of the configured kind (the one place this is defined)."""
-    if input_config.epoch == "identity":
-        return config_lib.steps_per_epoch(data.num_classes, input_config.num_ids_per_batch)
-    batch = input_config.num_ids_per_batch * input_config.num_instances
-    return config_lib.steps_per_epoch(data.num_train_tracklets, batch)
-
-
 def sample_clips(config) -> jax.ShapeDtypeStruct:
     """A batch-of-one input with the training clip shape, for initialisation."""
     shape = (1, config.input.clip_len, config.input.height, config.input.width, 3)
@@ -117,7 +109,7 @@ def sample_clips(config) -> jax.ShapeDtypeStruct:
 def build(config, data, mesh):
     """Model, optimizer, learning-rate schedule and the freshly initialised state."""
     model = models.build_model(config.model, data.num_classes)
-    tx, lr_fn = optim.create_optimizer(config, steps_per_epoch(data, config.input))
+    tx, lr_fn = optim.create_optimizer(config, pipeline.steps_per_epoch(data.train, config.input))
     init_variables = None
     if config.model.pretrained:
         abstract = jax.eval_shape(
@@ -165,7 +157,7 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
         process_count=jax.process_count(),
     )
     data.log_summary()
-    epoch_steps = steps_per_epoch(data, config.input)
+    epoch_steps = pipeline.steps_per_epoch(data.train, config.input)
     total_steps = config_lib.total_train_steps(config, epoch_steps)
     logging.info(
         "Batch %d ids x %d clips = %d clips over %d devices; %d steps per epoch; %d steps in all.",
