@@ -77,18 +77,24 @@ def _parse_tracklet(root, split, pid_dir, trk_dir, bad) -> Tracklet | None:
     )
 
 
+def _subdirs(path: str) -> list[str]:
+    """Sorted sub-folders of `path`, ignoring hidden entries and stray files (a README, ...)."""
+    return sorted(
+        n
+        for n in os.listdir(path)
+        if not n.startswith(".") and os.path.isdir(os.path.join(path, n))
+    )
+
+
 def parse(root: str, *, skip_bad: bool = False) -> DatasetIndex:
     """Parses a raw DukeMTMC-VideoReID folder (see `EXPECTED_TREE`) into the canonical index."""
     bad = BadInput(skip_bad)
     tracklets = []
     for split in ("train", "query", "gallery"):
         split_dir = require(os.path.join(root, split), EXPECTED_TREE)
-        for pid_dir in sorted(os.listdir(split_dir)):
-            if pid_dir.startswith("."):
-                continue
-            for trk_dir in sorted(os.listdir(os.path.join(split_dir, pid_dir))):
-                if not trk_dir.startswith("."):
-                    t = _parse_tracklet(root, split, pid_dir, trk_dir, bad)
-                    if t is not None:
-                        tracklets.append(t)
+        for pid_dir in _subdirs(split_dir):
+            for trk_dir in _subdirs(os.path.join(split_dir, pid_dir)):
+                t = _parse_tracklet(root, split, pid_dir, trk_dir, bad)
+                if t is not None:
+                    tracklets.append(t)
     return DatasetIndex(NAME, tracklets, IMAGE_FORMAT, skipped=bad.skipped)
