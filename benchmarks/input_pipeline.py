@@ -43,6 +43,15 @@ def _default_config():
     return module.get_config()
 
 
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else platform.processor() or platform.machine()
+
+
 def _cycle(make_iterator):
     """Batches of a finite evaluation pipeline, restarted whenever it ends."""
     while True:
@@ -102,7 +111,7 @@ def main() -> None:
     result = {
         "benchmark": "input_pipeline",
         "cores": len(cores),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": _cpu_name(),
         "tensorflow": tf.__version__,
         "clip": [cfg.clip_len, cfg.height, cfg.width, 3],
         "augment": {"flip": cfg.flip, "pad": cfg.pad, "random_erasing": cfg.random_erasing},
