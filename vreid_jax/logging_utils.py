@@ -6,6 +6,7 @@ This is the only module that imports clu, so the rest of the code depends on a s
 from __future__ import annotations
 
 import json
+import logging as logging_std
 import os
 import time
 
@@ -104,25 +105,26 @@ def format_seconds(seconds: float) -> str:
 
 
 def log_table(title: str, header: list[str], rows: list[list]) -> str:
-    """Formats rows as an aligned text table, logs it and returns it."""
-    cells = [header] + [[_fmt(c) for c in row] for row in rows]
+    """Formats rows as an aligned text table (floats with one decimal), logs it and returns it."""
+    cells = [header] + [[f"{c:.1f}" if isinstance(c, float) else str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    line = "  ".join("-" * w for w in widths)
-    text = "\n".join(
-        [title, line]
-        + ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells[:1]]
-        + [line]
-        + ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells[1:]]
-        + [line]
-    )
+    rule = "  ".join("-" * w for w in widths)
+    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    text = "\n".join([title, rule, lines[0], rule, *lines[1:], rule])
     logging.info("\n%s", text)
     return text
 
 
-def _fmt(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
-    return str(value)
+class _DropLibraryInfo(logging_std.Filter):
+    """Drops INFO records from chatty libraries (orbax logs every file it writes)."""
+
+    def filter(self, record):
+        return record.levelno > logging_std.INFO or "/orbax/" not in record.pathname
+
+
+def quiet_libraries() -> None:
+    """Keeps absl's INFO log for our progress lines, without orbax's per-file chatter."""
+    logging.get_absl_handler().addFilter(_DropLibraryInfo())
 
 
 def log_parameter_overview(params) -> None:

@@ -38,6 +38,7 @@ def main(argv):
 
     # TensorFlow is only the input pipeline: keep it quiet and away from the accelerators.
     logging_utils.quiet_tensorflow()
+    logging_utils.quiet_libraries()
     from vreid_jax import parallel, run  # noqa: PLC0415  (imports jax; after the TF set-up)
 
     parallel.initialize_distributed(config.mesh)
