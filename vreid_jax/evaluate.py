@@ -318,9 +318,9 @@ def _write_ranked_lists(out_dir: str, distmat, data, eval_config) -> None:
             (
                 _frames_preview(gallery, g),
                 bool(gallery.pids[g] == query.pids[qi]),
-                f"#{r + 1} id {gallery.pids[g]} cam {gallery.camids[g] + 1}\nd={distmat[qi, g]:.2f}",
+                f"id {gallery.pids[g]} cam {gallery.camids[g] + 1}\nd={distmat[qi, g]:.2f}",
             )
-            for r, g in enumerate(order)
+            for g in order
         ]
         viz.save_ranked_list(
             os.path.join(out_dir, f"query_{qi:05d}.png"),
