@@ -63,13 +63,14 @@ def train_batches(
     label_counts = _label_counts(index)
     num_ids = cfg.num_ids_per_batch
     if not global_batch_size_check and num_ids > len(label_counts):
+        # The most identities that still split evenly over the processes (at least one each).
+        num_ids = max(process_count, len(label_counts) - len(label_counts) % process_count)
         logging.warning(
-            "config.input.num_ids_per_batch=%d > %d identities; using %d.",
+            "config.input.num_ids_per_batch=%d > %d training identities; using %d.",
+            cfg.num_ids_per_batch,
+            len(label_counts),
             num_ids,
-            len(label_counts),
-            len(label_counts),
         )
-        num_ids = len(label_counts) - len(label_counts) % process_count
     _check_train_config(cfg)
     check_frame_size(index, cfg, "training")
     sampler = sampling.PKSampler(
