@@ -14,7 +14,6 @@ from absl import logging
 
 from vreid_jax import checkpoint, evaluate, files, logging_utils, parallel, train
 from vreid_jax import state as state_lib
-from vreid_jax.data import datasets
 
 
 def run(config, workdir: str):
@@ -71,14 +70,7 @@ def _run_splits(config, workdir: str) -> dict | None:
 def evaluate_checkpoint(config, workdir: str) -> dict:
     """mode=eval: evaluates the 'latest' or 'best' checkpoint of `workdir`, or a step folder path."""
     mesh = parallel.make_mesh()
-    data = datasets.load(
-        config.data,
-        mars_gallery=config.eval.mars_gallery,
-        seed=config.seed,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-    )
-    data.log_summary()
+    data = train.load_data(config)
     model, _, _, state, shardings = train.build(config, data, mesh)
     ckpt_dir, step = _checkpoint_location(config.eval.checkpoint, workdir)
     ckpt = checkpoint.Checkpointer(ckpt_dir)

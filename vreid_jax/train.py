@@ -100,6 +100,19 @@ class _StopRequest:
             signal.signal(sig, handler)
 
 
+def load_data(config):
+    """This process's share of the configured dataset (generated first if synthetic and missing)."""
+    data = datasets.load(
+        config.data,
+        mars_gallery=config.eval.mars_gallery,
+        seed=config.seed,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+    data.log_summary()
+    return data
+
+
 def sample_clips(config) -> jax.ShapeDtypeStruct:
     """A batch-of-one input with the training clip shape, for initialisation."""
     shape = (1, config.input.clip_len, config.input.height, config.input.width, 3)
@@ -149,14 +162,7 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
     parallel.local_batch_size(global_batch, mesh, "config.input.num_ids_per_batch * num_instances")
 
     # ------------------------------------------------------------------ data
-    data = datasets.load(
-        config.data,
-        mars_gallery=config.eval.mars_gallery,
-        seed=config.seed,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-    )
-    data.log_summary()
+    data = load_data(config)
     epoch_steps = pipeline.steps_per_epoch(data.train, config.input)
     total_steps = config_lib.total_train_steps(config, epoch_steps)
     logging.info(
