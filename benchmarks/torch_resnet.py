@@ -1,0 +1,68 @@
+"""torchvision's ResNet architecture in plain torch, with torchvision's module names.
+
+torchvision has no CPU build for this environment's torch, so the reference network is written here
+from the architecture definition: bottleneck v1.5 (stride on the 3x3 conv), 7x7/2 stem, 3x3/2
+max-pool with padding 1, projection shortcut on the first block of each stage. Its `state_dict`
+loads into `vreid_jax.models.pretrained.from_torchvision`; the parity test and the PyTorch side of
+`benchmarks/resnet_vs_torch.py` both use it. Needs the optional `torch` extra.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Bottleneck(nn.Module):
+    """1x1 -> 3x3 (stride) -> 1x1 with BN, projection shortcut when `project`."""
+
+    def __init__(self, inplanes: int, planes: int, stride: int, project: bool):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.relu = nn.ReLU()
+        self.downsample = None
+        if project:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(inplanes, planes * 4, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(planes * 4),
+            )
+
+    def forward(self, x):
+        y = self.relu(self.bn1(self.conv1(x)))
+        y = self.relu(self.bn2(self.conv2(y)))
+        y = self.bn3(self.conv3(y))
+        shortcut = x if self.downsample is None else self.downsample(x)
+        return self.relu(y + shortcut)
+
+
+class ResNet(nn.Module):
+    """torchvision's `resnet50()` for `stage_sizes=(3, 4, 6, 3), width=64`; NCHW input."""
+
+    def __init__(self, stage_sizes=(3, 4, 6, 3), width: int = 64, num_classes: int = 1000):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU()
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        inplanes = width
+        for stage, blocks in enumerate(stage_sizes):
+            planes = width * 2**stage
+            layer = []
+            for block in range(blocks):
+                stride = 2 if stage > 0 and block == 0 else 1
+                layer.append(Bottleneck(inplanes, planes, stride, block == 0))
+                inplanes = planes * 4
+            setattr(self, f"layer{stage + 1}", nn.Sequential(*layer))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(inplanes, num_classes)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        for stage in range(1, 5):
+            x = getattr(self, f"layer{stage}")(x)
+        return self.fc(torch.flatten(self.avgpool(x), 1))
