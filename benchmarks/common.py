@@ -1,0 +1,139 @@
+"""Helpers shared by the benchmark scripts: machine description, peak FLOP/s, configs, results.
+
+Peak FLOP/s per device kind are the vendors' dense figures. For float32 on NVIDIA GPUs the peak is
+the TF32 tensor-core rate, because XLA runs float32 convolutions and matmuls on TF32 tensor cores
+at JAX's default precision; on TPUs float32 runs as bfloat16 passes at the default precision. A CPU
+has no table entry: its peak is estimated from the core count, the clock in /proc/cpuinfo and the
+FLOPs per cycle of the vector units (see `cpu_peak_flops`), and the record says it is an estimate.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import pathlib
+import platform
+
+from vreid_jax import files
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+
+# (substring of jax's `device_kind`, dense peak FLOP/s per device in bfloat16, in float32).
+PEAK_FLOPS = (
+    ("H100 PCIe", 756e12, 378e12),
+    ("H100", 989e12, 495e12),  # SXM (device kind "NVIDIA H100 80GB HBM3").
+    ("H200", 989e12, 495e12),
+    ("A100", 312e12, 156e12),
+    ("L4", 121e12, 60e12),
+    ("TPU v4", 275e12, 275e12),
+    ("TPU v5 lite", 197e12, 197e12),
+    ("TPU v5p", 459e12, 459e12),
+    ("TPU v6 lite", 918e12, 918e12),
+)
+
+# A CPU core's float32 FLOPs per cycle: 2 FMA pipes x 8 float32 lanes (256-bit datapaths; Zen 4
+# executes AVX-512 in two halves) x 2 FLOPs per FMA. AVX512-BF16 dot products double the rate.
+CPU_FP32_FLOPS_PER_CYCLE = 32
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo, else what `platform` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else platform.processor() or platform.machine()
+
+
+def cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_peak_flops(cores: int, dtype: str) -> float | None:
+    """Estimated peak FLOP/s of `cores` cores (None when the clock is unknown)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            mhz = [float(line.split(":", 1)[1]) for line in f if line.startswith("cpu MHz")]
+    except OSError:
+        mhz = []
+    if not mhz:
+        return None
+    per_cycle = CPU_FP32_FLOPS_PER_CYCLE
+    if dtype == "bfloat16" and "avx512_bf16" in cpu_flags():
+        per_cycle *= 2
+    return cores * max(mhz) * 1e6 * per_cycle
+
+
+def peak_flops(device_kind: str, dtype: str) -> float | None:
+    """Dense peak FLOP/s of one accelerator of `device_kind` in `dtype`; None if not in the table."""
+    for key, bf16, fp32 in PEAK_FLOPS:
+        if key.lower() in device_kind.lower():
+            return bf16 if dtype == "bfloat16" else fp32
+    return None
+
+
+def machine() -> dict:
+    """What the numbers were measured on: devices, CPU, cores, load, library versions."""
+    import jax  # noqa: PLC0415  (callers set XLA_FLAGS before jax is first imported)
+
+    devices = jax.devices()
+    return {
+        "backend": jax.default_backend(),
+        "device_kind": devices[0].device_kind,
+        "num_devices": len(devices),
+        "cpu": cpu_name(),
+        "cores": len(os.sched_getaffinity(0)),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "jax": jax.__version__,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
+
+
+def default_config():
+    """configs/default.py, loaded by path so a script runs from any folder."""
+    spec = importlib.util.spec_from_file_location("default_config", REPO / "configs" / "default.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def write_result(name: str, record: dict, out: str | None = None) -> pathlib.Path:
+    """Writes `record` atomically to `out` or benchmarks/results/<name>.json; returns the path."""
+    path = pathlib.Path(out) if out else RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    files.write_json_atomic(str(path), record)
+    return path
+
+
+def merge_result(name: str, key: str, record: dict, out: str = "") -> pathlib.Path:
+    """Stores `record` under `key` in the JSON dict at `out` or results/<name>.json (atomically),
+    keeping the other runs' entries; returns the path."""
+    path = pathlib.Path(out) if out else RESULTS / f"{name}.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    results[key] = record
+    return write_result(name, dict(sorted(results.items())), str(path))
+
+
+def quiet_tensorflow() -> None:
+    """Silences TensorFlow's import noise (the data pipeline imports it); call before importing it."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+
+def pin_cores(cores: int) -> list[int]:
+    """Pins this process (and every thread it starts later) to its first `cores` allowed cores."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if cores > len(allowed):
+        raise SystemExit(f"--cores {cores}: only {len(allowed)} cores are available.")
+    os.sched_setaffinity(0, allowed[:cores])
+    return allowed[:cores]
