@@ -1,0 +1,133 @@
+"""Evaluation at MARS scale: feature-extraction frames/s next to the ranking time.
+
+Runs the project's evaluator (`vreid_jax.evaluate.FeatureExtractor`: tf.data decode of every frame,
+fixed-shape batches sharded over the devices, the compiled eval forward pass, per-tracklet
+aggregation) over an in-memory set of 256x128 JPEG tracklets, twice (the first call compiles), and
+also times the compiled forward pass alone on a device-resident batch, which separates compute from
+input. The extraction rate is projected to MARS (query + gallery, about 658k frames) and set next to
+the measured MARS-scale ranking time from `benchmarks/evaluate_rank.py` (distances + evaluate_rank,
+itself checked there against the straightforward per-query loop): evaluation should be bounded by
+feature extraction, not by ranking.
+
+Run: python benchmarks/feature_extraction.py --model gltr [--tracklets 8 --frames 32]
+Small smoke run: --height 64 --width 32 --stage_sizes 1,1,1,1 --width_channels 8 --out /tmp/x.json
+Adds one entry to benchmarks/results/feature_extraction.json and prints a one-line summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import common
+
+MARS_EVAL_FRAMES = 657_709  # MARS query + gallery tracklets without junk (REFERENCE.md).
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=("nl3d", "gltr"), default="gltr")
+    parser.add_argument("--tracklets", type=int, default=8)
+    parser.add_argument("--frames", type=int, default=32, help="Frames per tracklet.")
+    parser.add_argument("--height", type=int, default=256)
+    parser.add_argument("--width", type=int, default=128)
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    parser.add_argument("--batch", type=int, default=0, help="Eval batch (0: the config's).")
+    parser.add_argument("--stage_sizes", default="", help="e.g. 1,1,1,1 (default: ResNet-50).")
+    parser.add_argument("--width_channels", type=int, default=64)
+    parser.add_argument("--out", default="", help="Result JSON.")
+    args = parser.parse_args()
+    common.quiet_tensorflow()
+    import jax  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+
+    from vreid_jax import evaluate, models, parallel  # noqa: PLC0415
+    from vreid_jax.data import fake  # noqa: PLC0415
+
+    config = common.default_config()
+    config.model.update(
+        name=args.model,
+        dtype=args.dtype,
+        stage_sizes=tuple(int(s) for s in args.stage_sizes.split(",") if s),
+        width=args.width_channels,
+    )
+    config.input.update(height=args.height, width=args.width)
+    if args.batch:
+        config.eval.update(batch_size=args.batch, frame_batch_size=args.batch)
+    mesh = parallel.make_mesh()
+    model = models.build_model(config.model, num_classes=625)
+    clip_shape = (1, config.input.clip_len, args.height, args.width, 3)
+    variables = jax.jit(lambda k: model.init(k, np.zeros(clip_shape, np.float32), train=False))(
+        jax.random.key(0)
+    )
+    index = fake.make_index(
+        [1] * args.tracklets,
+        args.frames,
+        height=args.height,
+        width=args.width,
+        content="textured",
+        fmt="JPEG",
+        train=False,
+    )
+    extractor = evaluate.FeatureExtractor(model, config, mesh)
+    start = time.perf_counter()
+    extractor(variables, index)
+    first_s = time.perf_counter() - start
+    start = time.perf_counter()
+    extractor(variables, index)
+    extract_s = time.perf_counter() - start
+    frames = args.tracklets * args.frames
+
+    # The compiled forward pass alone, on one device-resident batch.
+    if args.model == "gltr":
+        batch = config.eval.frame_batch_size
+        fn, shape, per_item = extractor._encode, (batch, args.height, args.width, 3), 1
+    else:
+        batch, clip_len = config.eval.batch_size, config.input.clip_len
+        fn, shape, per_item = (
+            extractor._clips,
+            (batch, clip_len, args.height, args.width, 3),
+            clip_len,
+        )
+    inputs = parallel.host_to_global({"x": np.zeros(shape, np.float32)}, mesh)["x"]
+    jax.block_until_ready(fn(variables, inputs))
+    start = time.perf_counter()
+    jax.block_until_ready(fn(variables, inputs))
+    compute_frames_per_s = batch * per_item / (time.perf_counter() - start)
+
+    frames_per_s = frames / extract_s
+    ranking = json.loads((common.RESULTS / "evaluate_rank.json").read_text())
+    ranking_s = ranking["distance_s"] + ranking["evaluate_rank_standard_s"]
+    mars_extract_s = MARS_EVAL_FRAMES / frames_per_s
+    record = {
+        "model": args.model,
+        "dtype": args.dtype,
+        "frame": [args.height, args.width, 3],
+        "tracklets": args.tracklets,
+        "frames_per_tracklet": args.frames,
+        "eval_batch": batch,
+        "extraction_frames_per_s": round(frames_per_s, 2),
+        "compute_only_frames_per_s": round(compute_frames_per_s, 2),
+        "first_call_s": round(first_s, 2),  # Compilation included.
+        "mars_eval_frames": MARS_EVAL_FRAMES,
+        "mars_projected_extraction_s": round(mars_extract_s, 1),
+        "mars_ranking_s": round(ranking_s, 3),  # From results/evaluate_rank.json.
+        "ranking_share_of_eval": round(ranking_s / (ranking_s + mars_extract_s), 5),
+        "model_size": {"stage_sizes": args.stage_sizes or "resnet50", "width": args.width_channels},
+        "machine": common.machine(),
+    }
+    key = f"{args.model}/{args.dtype}/{args.height}x{args.width}/" + (
+        f"{args.stage_sizes or 'resnet50'}w{args.width_channels}/{record['machine']['backend']}"
+    )
+    written = common.merge_result("feature_extraction", key, record, args.out)
+    print(
+        f"feature_extraction {key}: {frames_per_s:.1f} frames/s end to end "
+        f"({compute_frames_per_s:.1f} compute only) -> MARS ({MARS_EVAL_FRAMES:,} frames) "
+        f"{mars_extract_s / 60:.1f} min of extraction vs {ranking_s:.2f} s of ranking "
+        f"({100 * record['ranking_share_of_eval']:.3f}% of eval) -> {written}"
+    )
+
+
+if __name__ == "__main__":
+    main()
