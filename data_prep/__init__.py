@@ -6,3 +6,10 @@ canonical tracklet index (`index`); TFDS builders (`builders`); the `build` and 
 Importing this package is cheap: it never imports jax or the trainer, and TensorFlow only where
 shards are written or read.
 """
+
+import os
+
+# TensorFlow reads these when it is first imported (by a submodule): keep its start-up log quiet
+# unless the user asked otherwise.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
