@@ -5,26 +5,19 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from vreid_jax.data import augment, fake
+from vreid_jax.data import augment, fake, pixels
 
 T, H, W = 4, 32, 16
-MEAN = np.array(augment.IMAGENET_MEAN) * 255
-STD = np.array(augment.IMAGENET_STD) * 255
 
 
 def _clip(row=3):
     return tf.constant(np.stack([fake.coded_frame(row, f, H, W) for f in range(T)]))
 
 
-def _pixels(normalised):
-    """Back to the 0..255 pixel scale."""
-    return np.asarray(normalised) * STD + MEAN
-
-
-def test_normalize_is_torchvision_convention():
-    x = tf.constant([[[0, 128, 255]]], tf.uint8)
-    expected = (np.array([0, 128, 255]) / 255.0 - augment.IMAGENET_MEAN) / augment.IMAGENET_STD
-    np.testing.assert_allclose(augment.normalize(x)[0, 0], expected, rtol=1e-5)
+def _pixels(clip):
+    """An augmented uint8 clip as a float array (pixel scale), checking the dtype."""
+    assert clip.dtype == tf.uint8
+    return np.asarray(clip).astype(float)
 
 
 def test_decode_keeps_pixels_at_stored_size_and_resizes_otherwise():
@@ -84,14 +77,14 @@ def test_pad_and_crop_shift_every_frame_alike():
 
 def test_random_erasing_same_rectangle_in_every_frame():
     out = augment.augment_clip(_clip(), tf.constant([5, 5]), flip=False, pad=0, random_erasing=1.0)
-    erased = np.all(np.asarray(out) == 0.0, axis=-1)  # [T, H, W]
+    erased = np.all(_pixels(out) == pixels.MEAN_PIXEL, axis=-1)  # [T, H, W]
     assert (erased == erased[:1]).all()
     area = erased[0].mean()
     assert 0.02 * 0.5 <= area <= 0.4 + 0.05
     rows, cols = np.nonzero(erased[0])
     assert erased[0, rows.min() : rows.max() + 1, cols.min() : cols.max() + 1].all()  # a rectangle
     never = augment.augment_clip(_clip(), tf.constant([5, 5]), flip=False, random_erasing=0.0)
-    assert not np.all(np.asarray(never) == 0.0, axis=-1).any()
+    assert not np.all(_pixels(never) == pixels.MEAN_PIXEL, axis=-1).any()
 
 
 @pytest.mark.parametrize("erasing", [0.0, 0.5])

@@ -2,7 +2,8 @@
 
 Nothing here depends on tracklet length for its compiled shapes: NL3D sees fixed-size batches of
 T-frame clips, GLTR's frame encoder fixed-size batches of frames and its temporal head tracklets padded
-to a few length buckets. So a 920-frame tracklet neither recompiles nor runs out of memory.
+to a few length buckets. So a 920-frame tracklet neither recompiles nor runs out of memory. Batches
+arrive as uint8 pixels and are normalised inside the compiled functions (`vreid_jax.data.pixels`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from jax.experimental import multihost_utils
 from PIL import Image
 
 from vreid_jax import files, logging_utils, metrics, parallel, viz
-from vreid_jax.data import pipeline
+from vreid_jax.data import pipeline, pixels
 
 RANKS = (1, 5, 10, 20)
 
@@ -71,7 +72,7 @@ class FeatureExtractor:
         apply = functools.partial(model.apply, train=False)
         if config.model.name == "gltr":
             self._encode = jax.jit(
-                lambda v, x: apply(v, x, method="encode_frames"),
+                lambda v, x: apply(v, pixels.normalize(x), method="encode_frames"),
                 in_shardings=(rep, data),
                 out_shardings=data,
             )
@@ -82,7 +83,9 @@ class FeatureExtractor:
             )
         else:
             self._clips = jax.jit(
-                lambda v, x: apply(v, x)[0], in_shardings=(rep, data), out_shardings=data
+                lambda v, x: apply(v, pixels.normalize(x))[0],
+                in_shardings=(rep, data),
+                out_shardings=data,
             )
 
     def __call__(self, variables, index) -> np.ndarray:

@@ -30,7 +30,7 @@ from vreid_jax import (
     parallel,
 )
 from vreid_jax import state as state_lib
-from vreid_jax.data import datasets, pipeline
+from vreid_jax.data import datasets, pipeline, pixels
 from vreid_jax.models import pretrained
 
 
@@ -39,13 +39,18 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def train_step(state, batch, *, model, tx, lr_fn, loss_config, seed):
-    """One optimiser step on a global batch. Pure: all randomness comes from (seed, step)."""
+    """One optimiser step on a global batch. Pure: all randomness comes from (seed, step).
+
+    `batch["clips"]` holds uint8 pixels as the pipeline delivers them (normalised here, on the
+    device; see `vreid_jax.data.pixels`) or already-normalised floats.
+    """
     dropout_key = jax.random.fold_in(jax.random.key(seed), state.step)
+    clips = pixels.normalize(batch["clips"])
 
     def loss_fn(params):
         (features, logits), updates = model.apply(
             {"params": params, "batch_stats": state.batch_stats},
-            batch["clips"],
+            clips,
             train=True,
             rngs={"dropout": dropout_key},
             mutable=["batch_stats"],

@@ -8,18 +8,19 @@ Conventions ported from the PyTorch peers (torchvision/torchreid), each tested:
   - resize: bicubic with antialiasing, rounded back to uint8 (PIL resizes uint8 images);
   - pad-and-crop: zero (black) padding of `pad` pixels on each side, then a random crop of the
     original size (torchvision `RandomCrop(size, padding=pad)`);
-  - normalisation: ImageNet mean/std on [0, 1] pixels (torchvision `Normalize`);
   - random erasing (Zhong et al. 2017, torchreid defaults): area 2-40% of the frame, aspect ratio in
-    [0.3, 1/0.3], filled with the ImageNet mean, i.e. 0 after normalisation.
+    [0.3, 1/0.3], filled with the ImageNet mean pixel (uint8 (124, 116, 104); within 0.01 of 0 after
+    normalisation, where the float pipeline used to fill exact zeros).
+
+Clips stay uint8 here: the ImageNet normalisation runs on the device, inside the compiled steps
+(`vreid_jax.data.pixels`), which makes a batch a quarter of the bytes to build and copy.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import tensorflow as tf
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from vreid_jax.data import pixels
 
 # Random erasing: (min area, max area) as fractions of the frame, min aspect ratio, and how many
 # candidate rectangles are drawn (the first that fits is used; torchreid tries up to 100 in a loop).
@@ -49,22 +50,6 @@ def decode_clip(encoded: tf.Tensor, clip_len: int, height: int, width: int) -> t
     return tf.stack([decode_frame(encoded[t], height, width) for t in range(clip_len)])
 
 
-def normalize(images: tf.Tensor) -> tf.Tensor:
-    """uint8 pixels [..., H, W, 3] (static H, W) -> float32 ImageNet-normalised.
-
-    Computes (x / 255 - mean) / std as x * scale + offset with scale and offset given at the full
-    [H, W, 3] frame shape: TensorFlow's CPU kernels are about twice as fast on same-shape operands as
-    when broadcasting a 3-vector along the innermost axis, and this op is the second largest cost of
-    the input pipeline after JPEG decoding.
-    """
-    frame_shape = images.shape[-3:]
-    std = np.asarray(IMAGENET_STD, np.float32) * 255.0
-    mean = np.asarray(IMAGENET_MEAN, np.float32) * 255.0
-    scale = tf.constant(np.broadcast_to(1.0 / std, frame_shape))
-    offset = tf.constant(np.broadcast_to(-mean / std, frame_shape))
-    return tf.cast(images, tf.float32) * scale + offset
-
-
 def augment_clip(
     clip: tf.Tensor,
     seed: tf.Tensor,
@@ -73,7 +58,7 @@ def augment_clip(
     pad: int = 0,
     random_erasing: float = 0.0,
 ) -> tf.Tensor:
-    """Augments a whole clip with one random draw, then normalises it.
+    """Augments a whole clip with one random draw.
 
     Args:
       clip: uint8 [T, H, W, 3] with static shape.
@@ -83,7 +68,7 @@ def augment_clip(
       random_erasing: probability of erasing one random rectangle (the same in every frame).
 
     Returns:
-      float32 [T, H, W, 3], ImageNet-normalised.
+      uint8 [T, H, W, 3].
     """
     flip_seed, crop_seed, erase_seed = tf.unstack(tf.random.split(tf.cast(seed, tf.int64), 3))
     if flip:
@@ -91,7 +76,6 @@ def augment_clip(
         clip = tf.cond(do_flip, lambda: tf.reverse(clip, axis=[2]), lambda: clip)
     if pad > 0:
         clip = _pad_and_crop(clip, crop_seed, pad)
-    clip = normalize(clip)
     if random_erasing > 0:
         clip = _random_erase(clip, erase_seed, random_erasing)
     return clip
@@ -121,4 +105,5 @@ def _random_erase(clip: tf.Tensor, seed: tf.Tensor, probability: float) -> tf.Te
     rows, cols = tf.range(height)[:, None], tf.range(width)[None, :]
     inside = (rows >= top) & (rows < top + h) & (cols >= left) & (cols < left + w)
     erase = apply & tf.reduce_any(fits) & inside  # [H, W], the same rectangle in every frame
-    return tf.where(erase[None, :, :, None], tf.zeros_like(clip), clip)
+    fill = tf.constant(pixels.MEAN_PIXEL, tf.uint8)
+    return tf.where(erase[None, :, :, None], fill, clip)

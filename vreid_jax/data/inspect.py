@@ -5,7 +5,7 @@ r"""Shows what the network is fed: the dataset summary and a contact sheet of sa
 
 Prints the summary table (identities, tracklets, cameras, frames, encoded size per split) and the
 evaluation chunk counts, then writes a PNG with one row per clip of the training batch at `--step`
-(frames left to right, augmented exactly as in training, ImageNet normalisation undone).
+(frames left to right, augmented exactly as in training).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from ml_collections import config_flags
 from PIL import Image, ImageDraw
 
 from vreid_jax import logging_utils
-from vreid_jax.data import augment, sampling
+from vreid_jax.data import sampling
 
 _LABEL_WIDTH = 56  # Pixels left of each row for its pid and label.
 
@@ -28,16 +28,14 @@ def contact_sheet(clips: np.ndarray, pids: np.ndarray, labels: np.ndarray) -> np
     """One row per clip, frames left to right, with 'pid/label' written left of each row.
 
     Args:
-      clips: float32 [N, T, H, W, 3], ImageNet-normalised.
+      clips: uint8 [N, T, H, W, 3] pixels, as the pipeline delivers them.
       pids: [N] raw person ids.
       labels: [N] training labels.
 
     Returns:
       uint8 [N * (H + 2), label width + T * (W + 2), 3].
     """
-    mean = np.asarray(augment.IMAGENET_MEAN) * 255
-    std = np.asarray(augment.IMAGENET_STD) * 255
-    pixels = np.clip(np.round(clips * std + mean), 0, 255).astype(np.uint8)
+    pixels = np.asarray(clips)
     n, t, h, w, _ = pixels.shape
     sheet = np.full((n * (h + 2), _LABEL_WIDTH + t * (w + 2), 3), 255, np.uint8)
     for i in range(n):

@@ -4,6 +4,10 @@ The numpy samplers (`sampling.py`) decide which frames make each clip; tf.data o
 frames and augments them in a parallel map, so the expensive work runs outside the GIL. Batches come
 out as numpy dicts of this process's share; `vreid_jax.parallel.host_to_global` turns them into
 global arrays sharded over the ('data',) mesh.
+
+Pixels leave the pipeline as uint8, not normalised: the compiled train and eval steps normalise them
+on the device (`vreid_jax.data.pixels.normalize`). Normalising on the host was the pipeline's second
+largest cost after JPEG decoding and made every batch four times the bytes to copy.
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ def train_batches(
       process_count: number of processes; must divide `num_ids_per_batch`.
 
     Yields:
-      {'clips': float32 [P_local * K, T, H, W, 3] ImageNet-normalised, 'labels': int32 [P_local * K],
+      {'clips': uint8 [P_local * K, T, H, W, 3] pixels, 'labels': int32 [P_local * K],
        'pids': int64 [P_local * K]}.
     """
     cfg = input_config
@@ -147,7 +151,7 @@ def eval_clip_batches(
       process_count: number of processes; each runs the same number of batches.
 
     Returns:
-      (iterator, num_batches). Each batch: {'clips': float32 [batch_size, T, H, W, 3],
+      (iterator, num_batches). Each batch: {'clips': uint8 [batch_size, T, H, W, 3],
       'tracklet': int32 [batch_size] (row of `index`, -1 for padding), 'mask': bool [batch_size]}.
       Global batch b (processes in order) holds clips [b n B, (b + 1) n B) of the tracklet-ordered
       clip list, so only the last global batches carry padding.
@@ -191,7 +195,7 @@ def eval_clip_batches(
             lambda: tf.zeros([clip_len, cfg.height, cfg.width, 3], tf.uint8),
         )
         return {
-            "clips": augment.normalize(clip),
+            "clips": clip,
             "tracklet": example["tracklet"],
             "mask": example["mask"],
         }
@@ -215,7 +219,7 @@ def eval_frame_batches(
     its length.
 
     Returns:
-      (iterator, num_batches). Each batch: {'frames': float32 [batch_size, H, W, 3],
+      (iterator, num_batches). Each batch: {'frames': uint8 [batch_size, H, W, 3],
       'tracklet': int32 [batch_size] (-1 for padding), 'position': int32 [batch_size] (frame within
       its tracklet), 'mask': bool [batch_size]}. Global batch b holds frames [b n B, (b + 1) n B)
       of the tracklet-ordered frame list.
@@ -260,7 +264,7 @@ def eval_frame_batches(
             lambda: tf.zeros([cfg.height, cfg.width, 3], tf.uint8),
         )
         return {
-            "frames": augment.normalize(image),
+            "frames": image,
             "tracklet": example["tracklet"],
             "position": example["position"],
             "mask": example["mask"],
