@@ -198,14 +198,7 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
         untrained = files.read_json(untrained_path)  # Measured before an interruption.
 
     # ------------------------------------------------------------------ the compiled step
-    step_fn = jax.jit(
-        functools.partial(
-            train_step, model=model, tx=tx, lr_fn=lr_fn, loss_config=config.loss, seed=config.seed
-        ),
-        in_shardings=(shardings, parallel.data_sharding(mesh)),
-        out_shardings=(shardings, parallel.replicated(mesh)),
-        donate_argnums=0,
-    )
+    step_fn = compile_train_step(model, tx, lr_fn, config, shardings, mesh)
 
     # ------------------------------------------------------------------ the loop
     batches = pipeline.train_batches(
