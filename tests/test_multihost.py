@@ -1,5 +1,11 @@
 """Multi-host for real: 2 processes x 2 CPU devices (jax.distributed over gloo on localhost) train
-the same steps as 1 process x 4 devices."""
+the same steps as 1 process x 4 devices.
+
+Dropout is off here: its masks are drawn per row of the global batch, and the process layout orders
+the rows differently (process p contributes the identities with label % processes == p), so each
+layout draws other, equally distributed, masks. Everything else (data, augmentation, batch-norm
+statistics, mining, updates) is layout-invariant, which is what this test pins down.
+"""
 
 import json
 import os
@@ -46,6 +52,7 @@ def test_two_processes_train_like_one(tmp_path, tiny_data_dir, repo_root):
         "--config.mode=train",
         f"--config.data.data_dir={tiny_data_dir}",
         "--config.num_train_steps=3",
+        "--config.model.dropout=0",
     ]
     single = str(tmp_path / "single")
     subprocess.run(
@@ -81,5 +88,5 @@ def test_two_processes_train_like_one(tmp_path, tiny_data_dir, repo_root):
     for p, out in zip(procs, outputs, strict=True):
         assert p.returncode == 0, out[-3000:]
     assert "process 0 of 2" in outputs[0] or "process 0 of 2" in outputs[1]
-    np.testing.assert_allclose(_losses(multi), _losses(single), rtol=1e-4)
+    np.testing.assert_allclose(_losses(multi), _losses(single), rtol=1e-5)
     assert len(_losses(single)) == 3

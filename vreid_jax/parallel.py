@@ -16,9 +16,10 @@ def initialize_distributed(mesh_config) -> None:
     JAX detects TPU pods and SLURM jobs by itself. A single plain process needs no initialisation.
     """
     if mesh_config.coordinator_address:
-        if jax.default_backend() == "cpu" or os.environ.get("JAX_PLATFORMS", "") == "cpu":
-            # Cross-process collectives on CPU need gloo (tests and CPU clusters).
-            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        # Cross-process collectives between CPU devices need gloo (CPU clusters, the tests); the
+        # setting only concerns the CPU backend. Asking for the backend here would initialise it,
+        # which must not happen before `jax.distributed.initialize`.
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(
             coordinator_address=mesh_config.coordinator_address,
             num_processes=mesh_config.num_processes,
