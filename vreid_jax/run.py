@@ -20,6 +20,7 @@ def run(config, workdir: str):
     """Runs `config.mode` ('train_and_eval', 'train' or 'eval') in `workdir`; returns its record."""
     if config.mode not in ("train_and_eval", "train", "eval"):
         raise ValueError(f"Unknown config.mode={config.mode!r}.")
+    os.makedirs(workdir, exist_ok=True)
     if config.eval.splits:
         return _run_splits(config, workdir)
     if config.mode == "eval":

@@ -1,0 +1,130 @@
+"""Feature extraction: fixed shapes (one compile whatever the tracklet lengths), exact aggregation,
+GLTR's padded buckets equal to the unpadded tracklet, and the evaluation reports."""
+
+import jax
+import numpy as np
+import pytest
+from conftest import tiny_config
+
+from vreid_jax import evaluate, models, optim, parallel, run, train
+from vreid_jax import state as state_lib
+from vreid_jax.data import fake, pipeline, pixels
+
+LENGTHS = [1, 3, 4, 7, 9, 30]
+
+
+def _setup(model_name, **overrides):
+    config = tiny_config(model_name, **overrides)
+    mesh = parallel.make_mesh()
+    model = models.build_model(config.model, num_classes=3)
+    tx, _ = optim.create_optimizer(config, steps_per_epoch=10)
+    state, _ = state_lib.create_train_state(
+        model, tx, train.sample_clips(config), seed=0, mesh=mesh
+    )
+    return config, model, mesh, state_lib.variables_of(state)
+
+
+def _index(lengths):
+    return fake.make_index([1] * len(lengths), lengths, height=64, width=32, train=False)
+
+
+def _clips(index, config):
+    """Every evaluation clip of `index` with its tracklet, straight from the pipeline."""
+    batches, num_batches = pipeline.eval_clip_batches(
+        index, config.input, clip_len=config.input.clip_len, batch_size=8
+    )
+    parts = [next(batches) for _ in range(num_batches)]
+    keep = np.concatenate([p["mask"] for p in parts])
+    clips = np.concatenate([p["clips"] for p in parts])[keep]
+    return clips, np.concatenate([p["tracklet"] for p in parts])[keep]
+
+
+def test_nl3d_features_compile_once_and_average_clips():
+    config, model, mesh, variables = _setup("nl3d")
+    extractor = evaluate.FeatureExtractor(model, config, mesh)
+    index = _index(LENGTHS)
+    feats = extractor(variables, index)
+    extractor(variables, _index([2, 50, 11]))  # Other lengths: no new compile.
+    assert extractor._clips._cache_size() == 1
+
+    clips, tracklet = _clips(index, config)
+    clip_feats = np.asarray(model.apply(variables, pixels.normalize(clips), train=False)[0])
+    expected = np.stack([clip_feats[tracklet == t].mean(0) for t in range(len(LENGTHS))])
+    np.testing.assert_allclose(feats, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_gltr_bucketed_features_equal_unpadded_tracklets():
+    config, model, mesh, variables = _setup("gltr")
+    extractor = evaluate.FeatureExtractor(model, config, mesh)
+    index = _index(LENGTHS)
+    feats = extractor(variables, index)
+    assert extractor._encode._cache_size() == 1
+    assert extractor._head._cache_size() == len(
+        {evaluate.bucket_length(n, (16, 32)) for n in LENGTHS}
+    )
+    batches, num_batches = pipeline.eval_frame_batches(index, config.input, batch_size=16)
+    parts = [next(batches) for _ in range(num_batches)]
+    keep = np.concatenate([p["mask"] for p in parts])
+    all_frames = np.concatenate([p["frames"] for p in parts])[keep]
+    tracklet = np.concatenate([p["tracklet"] for p in parts])[keep]
+    position = np.concatenate([p["position"] for p in parts])[keep]
+    for row, length in enumerate(LENGTHS):
+        mine = tracklet == row
+        frames = all_frames[mine][np.argsort(position[mine])]
+        assert len(frames) == length
+        whole = model.apply(variables, pixels.normalize(frames[None]), train=False)[0]
+        np.testing.assert_allclose(
+            feats[row],
+            np.asarray(whole)[0],
+            rtol=1e-4,
+            atol=1e-5,
+            err_msg=f"tracklet of {length} frames",
+        )
+
+
+def test_gltr_long_tracklet_reuses_the_same_encoder():
+    """A 1,000-frame tracklet runs the same compiled frame encoder (same peak memory) as a
+    64-frame one; only the small temporal head sees the longer bucket."""
+    config, model, mesh, variables = _setup("gltr", **{"eval.length_buckets": (64, 1024)})
+    extractor = evaluate.FeatureExtractor(model, config, mesh)
+    extractor(variables, _index([64]))
+    extractor(variables, _index([1000]))
+    assert extractor._encode._cache_size() == 1
+    assert extractor._head._cache_size() == 2
+
+
+@pytest.mark.parametrize(
+    ("length", "buckets", "expected"),
+    [
+        (1, (16, 32), 16),
+        (16, (16, 32), 16),
+        (17, (16, 32), 32),
+        (33, (16, 32), 64),
+        (900, (64, 1024), 1024),
+    ],
+)
+def test_bucket_length(length, buckets, expected):
+    assert evaluate.bucket_length(length, buckets) == expected
+
+
+def test_trained_parameters_change_features():
+    config, model, mesh, variables = _setup("nl3d")
+    extractor = evaluate.FeatureExtractor(model, config, mesh)
+    index = _index([5, 6])
+    before = extractor(variables, index)
+    moved = jax.tree.map(lambda x: x * 1.1, variables)
+    assert not np.allclose(before, extractor(moved, index))
+
+
+@pytest.mark.slow
+def test_eval_mode_reproduces_the_final_evaluation(tmp_path, tiny_data_dir):
+    config = tiny_config("gltr", **{"data.data_dir": tiny_data_dir, "num_train_steps": 3})
+    trained = run.run(config, str(tmp_path / "train"))
+    with config.unlocked():
+        config.mode = "eval"
+        config.eval.checkpoint = str(tmp_path / "train" / "checkpoints" / "3")
+    evaluated = run.run(config, str(tmp_path / "eval"))
+    assert evaluated["step"] == trained["step"] == 3
+    for key in evaluate.METRIC_KEYS:
+        assert evaluated[key] == pytest.approx(trained[key], abs=1e-6), key
+    assert (tmp_path / "eval" / "results.json").exists()
