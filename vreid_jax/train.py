@@ -151,9 +151,8 @@ def restore_or_keep(ckpt, state, shardings):
     restored = ckpt.restore(jax.eval_shape(lambda: state))
     if restored is None:
         return state
-    host_state, meta, step = restored
+    host_state, _, step = restored
     logging.info("Resuming from checkpoint step %d in %s.", step, ckpt.directory)
-    del meta
     return jax.device_put(host_state, shardings)
 
 
