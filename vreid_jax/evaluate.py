@@ -186,41 +186,29 @@ def bucket_length(length: int, buckets) -> int:
 
 def rank(qf, gf, query, gallery, eval_config) -> dict:
     """Distances, CMC/mAP/mINP (and optionally re-ranked ones) for query/gallery features."""
-    distmat = metrics.pairwise_distances(
-        qf, gf, metric=eval_config.distance, normalize=eval_config.normalize_features
-    )
-    result = _summarise(
-        metrics.evaluate_rank(
-            distmat,
-            query.pids,
-            gallery.pids,
-            query.camids,
-            gallery.camids,
-            max_rank=eval_config.max_rank,
-            ap_mode=eval_config.ap_mode,
+
+    def distances(a, b):
+        return metrics.pairwise_distances(
+            a, b, metric=eval_config.distance, normalize=eval_config.normalize_features
         )
-    )
+
+    def ranked(distmat):
+        return _summarise(
+            metrics.evaluate_rank(
+                distmat, query.pids, gallery.pids, query.camids, gallery.camids,
+                max_rank=eval_config.max_rank, ap_mode=eval_config.ap_mode,
+            )
+        )  # fmt: skip
+
+    distmat = distances(qf, gf)
+    result = ranked(distmat)
     if eval_config.rerank:
-        q_q = metrics.pairwise_distances(
-            qf, qf, metric=eval_config.distance, normalize=eval_config.normalize_features
-        )
-        g_g = metrics.pairwise_distances(
-            gf, gf, metric=eval_config.distance, normalize=eval_config.normalize_features
-        )
         # k-reciprocal re-ranking is defined on squared Euclidean distances (Zhong et al. 2017).
         power = 2 if eval_config.distance == "euclidean" else 1
-        reranked = metrics.re_ranking(distmat**power, q_q**power, g_g**power)
-        result["reranked"] = _summarise(
-            metrics.evaluate_rank(
-                reranked,
-                query.pids,
-                gallery.pids,
-                query.camids,
-                gallery.camids,
-                max_rank=eval_config.max_rank,
-                ap_mode=eval_config.ap_mode,
-            )
-        )
+        result["reranked"] = ranked(
+            metrics.re_ranking(distmat**power, distances(qf, qf) ** power,
+                               distances(gf, gf) ** power)
+        )  # fmt: skip
     result["_distmat"] = distmat
     return result
 
