@@ -90,7 +90,7 @@ def main() -> None:
             (batch, clip_len, args.height, args.width, 3),
             clip_len,
         )
-    inputs = parallel.host_to_global({"x": np.zeros(shape, np.float32)}, mesh)["x"]
+    inputs = parallel.host_to_global({"x": np.zeros(shape, np.uint8)}, mesh)["x"]
     jax.block_until_ready(fn(variables, inputs))
     start = time.perf_counter()
     jax.block_until_ready(fn(variables, inputs))
