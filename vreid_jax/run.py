@@ -44,7 +44,9 @@ def _run_splits(config, workdir: str) -> dict | None:
         return None
     mean = {k: float(np.mean([r[k] for r in records])) for k in evaluate.METRIC_KEYS}
     record = {
-        **{k: records[0][k] for k in ("dataset", "protocol", "model")},
+        **{k: records[0][k] for k in ("dataset", "model")},
+        "protocol": f"{config.data.name} mean over splits {list(config.eval.splits)}, "
+        f"AP {config.eval.ap_mode}",
         "step": records[0]["step"],
         "num_query": records[0]["num_query"],
         "num_gallery": records[0]["num_gallery"],
