@@ -20,9 +20,10 @@ import importlib.util
 import json
 import os
 import pathlib
-import platform
 import tempfile
 import time
+
+import common  # benchmarks/common.py (this folder is on sys.path when run as a script)
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 _RESULT = _REPO / "benchmarks" / "results" / "input_pipeline.json"
@@ -41,15 +42,6 @@ def _default_config():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.get_config()
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-    except OSError:
-        names = []
-    return names[0] if names else platform.processor() or platform.machine()
 
 
 def _cycle(make_iterator):
@@ -111,7 +103,7 @@ def main() -> None:
     result = {
         "benchmark": "input_pipeline",
         "cores": len(cores),
-        "cpu": _cpu_name(),
+        "cpu": common.cpu_name(),
         "tensorflow": tf.__version__,
         "clip": [cfg.clip_len, cfg.height, cfg.width, 3],
         "augment": {"flip": cfg.flip, "pad": cfg.pad, "random_erasing": cfg.random_erasing},
