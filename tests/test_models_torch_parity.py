@@ -8,6 +8,7 @@ torch is not installed (it is the optional `torch` extra).
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import traverse_util
 from test_models_torchvision_names import RESNET50_PARAMS
@@ -53,6 +54,51 @@ def test_tiny_resnet_matches_torch(height, width):
         expected = net(torch.from_numpy(images)).numpy()
     got = module.apply(variables, images.transpose(0, 2, 3, 1), train=False)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_tiny_resnet_train_mode_gradients_match_torch():
+    """Loss and every parameter gradient of a train-mode step (BN batch statistics, the stem
+    max-pool after a ReLU, strided 1x1 shortcuts) equal PyTorch's autograd."""
+    torch.manual_seed(0)
+    net = _randomised(TorchResNet((1, 1, 1, 1), 8, 10), seed=1).train()
+    module = resnet.ResNetClassifier(
+        backbone=resnet.ResNet(stage_sizes=(1, 1, 1, 1), width=8, last_stride=2), num_classes=10
+    )
+    target = jax.eval_shape(
+        module.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
+    )
+    state = _numpy_state(net)
+    variables = traverse_util.unflatten_dict(
+        pretrained.convert(state, target, include_fc=True, source="tiny")
+    )
+    rng = np.random.default_rng(2)
+    images = rng.normal(size=(4, 3, 64, 48)).astype(np.float32)
+    labels = rng.integers(0, 10, 4)
+    loss = torch.nn.functional.cross_entropy(
+        net(torch.from_numpy(images)), torch.from_numpy(labels)
+    )
+    loss.backward()
+    # Map the torch gradients onto the flax tree through the same name mapping as the weights.
+    grads_state = dict(state) | {k: p.grad.numpy() for k, p in net.named_parameters()}
+    expected = traverse_util.unflatten_dict(
+        pretrained.convert(grads_state, target, include_fc=True, source="grads")
+    )["params"]
+
+    def loss_fn(params):
+        logits, _ = module.apply(
+            {"params": params, "batch_stats": variables["batch_stats"]},
+            images.transpose(0, 2, 3, 1),
+            train=True,
+            mutable=["batch_stats"],
+        )
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+    got_loss, got = jax.jit(jax.value_and_grad(loss_fn))(variables["params"])
+    np.testing.assert_allclose(got_loss, loss.item(), rtol=1e-5)
+    got, expected = traverse_util.flatten_dict(got), traverse_util.flatten_dict(expected)
+    assert got.keys() == expected.keys()
+    for key in got:
+        np.testing.assert_allclose(got[key], expected[key], rtol=1e-3, atol=1e-4, err_msg=str(key))
 
 
 @pytest.mark.slow

@@ -1,0 +1,104 @@
+"""A drop-in for `lax.conv_general_dilated` that runs 1x1 (x1) convolutions as matrix products.
+
+Why: on XLA:CPU the weight gradient of a 1x1 convolution is lowered to a convolution whose "kernel"
+is the output gradient, which runs 2-5x slower than the equivalent matrix product
+(`benchmarks/README.md`, per-convolution timings). ResNet-50's bottlenecks are mostly 1x1 convs, so
+this one backward op was most of the gap to PyTorch. Written as a matrix product over the channel
+axis, the forward pass, the input gradient and the weight gradient are three plain GEMMs, which
+every backend runs at full speed.
+
+The result equals the convolution up to float rounding (same products, a different summation
+order); the kernel keeps its `[1, ..., 1, C_in, C_out]` shape, so checkpoints and converted
+weights are unchanged. Any other convolution goes to `lax.conv_general_dilated` unchanged.
+"""
+
+from __future__ import annotations
+
+import jax
+from jax import lax
+
+
+def _is_pointwise(kernel, padding, lhs_dilation, rhs_dilation, dimension_numbers, groups) -> bool:
+    spatial = kernel.ndim - 2
+    channels_last = dimension_numbers is not None and (
+        tuple(dimension_numbers.lhs_spec) == (0, kernel.ndim - 1, *range(1, kernel.ndim - 1))
+        and tuple(dimension_numbers.rhs_spec)
+        == (kernel.ndim - 1, kernel.ndim - 2, *range(kernel.ndim - 2))
+        and tuple(dimension_numbers.out_spec) == tuple(dimension_numbers.lhs_spec)
+    )
+    no_padding = padding == "VALID" or (
+        not isinstance(padding, str) and all(tuple(p) == (0, 0) for p in padding)
+    )
+    undilated = all(d == 1 for d in (lhs_dilation or (1,) * spatial)) and all(
+        d == 1 for d in (rhs_dilation or (1,) * spatial)
+    )
+    return (
+        channels_last
+        and no_padding
+        and undilated
+        and groups == 1
+        and all(k == 1 for k in kernel.shape[:spatial])
+    )
+
+
+@jax.custom_vjp
+def channel_matmul(x, weight):
+    """`x [..., C_in] @ weight [C_in, C_out]`, with both gradients as explicit GEMMs."""
+    return lax.dot_general(x, weight, (((x.ndim - 1,), (0,)), ((), ())))
+
+
+def _channel_matmul_fwd(x, weight):
+    return channel_matmul(x, weight), (x, weight)
+
+
+def _channel_matmul_bwd(residuals, grad):
+    x, weight = residuals
+    grad_x = lax.dot_general(grad, weight, (((grad.ndim - 1,), (1,)), ((), ())))
+    # One [N, C_in]^T [N, C_out] product over all N positions. Kept 2-D on purpose: XLA:CPU runs it
+    # in place, whereas contracting the 4-D arrays made it copy x into a transposed layout and
+    # recompute x's whole chain of elementwise producers (BN, ReLU, residual adds) inside that copy.
+    rows = x.size // x.shape[-1]
+    grad_weight = lax.dot_general(
+        x.reshape(rows, -1), grad.reshape(rows, -1), (((0,), (0,)), ((), ()))
+    )
+    return grad_x.astype(x.dtype), grad_weight.astype(weight.dtype)
+
+
+channel_matmul.defvjp(_channel_matmul_fwd, _channel_matmul_bwd)
+
+
+def conv_general_dilated(
+    lhs,
+    rhs,
+    window_strides,
+    padding,
+    lhs_dilation=None,
+    rhs_dilation=None,
+    dimension_numbers=None,
+    feature_group_count=1,
+    precision=None,
+    **kwargs,
+):
+    """`lax.conv_general_dilated` with 1x1 channels-last convolutions done by `channel_matmul`."""
+    if (
+        kwargs
+        or precision is not None
+        or not _is_pointwise(
+            rhs, padding, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count
+        )
+    ):
+        return lax.conv_general_dilated(
+            lhs,
+            rhs,
+            window_strides,
+            padding,
+            lhs_dilation=lhs_dilation,
+            rhs_dilation=rhs_dilation,
+            dimension_numbers=dimension_numbers,
+            feature_group_count=feature_group_count,
+            precision=precision,
+            **kwargs,
+        )
+    # A strided 1x1 conv reads every stride-th position (VALID: ceil(size / stride) outputs).
+    index = (slice(None), *(slice(None, None, s) for s in window_strides), slice(None))
+    return channel_matmul(lhs[index], rhs.reshape(rhs.shape[-2:]))
