@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from vreid_jax.models import layers, pointwise_conv
+from vreid_jax.models import layers, max_pool, pointwise_conv
 
 CHANNELS_LAST = {
     3: ("NHC", "HIO", "NHC"),
@@ -109,6 +109,25 @@ def test_max_pool_equals_reduce_window_with_minus_inf_padding(shape):
         ).sum()
     )(x)
     np.testing.assert_allclose(grad, grad_ref, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "shape, window",
+    [((2, 4, 8, 6, 3), (1, 2, 2)), ((2, 3, 9, 7, 3), (1, 2, 2)), ((3, 8, 6, 2), (2, 2))],
+)
+def test_non_overlapping_max_pool_equals_nn_max_pool(shape, window):
+    # The non-local blocks' subsampling; odd sizes drop the last row/column, as 'VALID'.
+    x = jnp.asarray(np.random.default_rng(1).normal(size=shape), jnp.float32)
+    cotangent = None
+    results = []
+    for pool in (max_pool.max_pool, nn.max_pool):
+        y, vjp = jax.vjp(lambda a, pool=pool: pool(a, window, strides=window), x)
+        if cotangent is None:
+            cotangent = jnp.asarray(np.random.default_rng(2).normal(size=y.shape), jnp.float32)
+        results.append((y, vjp(cotangent)[0]))
+    (y, grad), (y_ref, grad_ref) = results
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(grad, grad_ref)
 
 
 def test_max_pool_gives_a_tied_window_gradient_to_its_first_maximum():

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from vreid_jax.models import pointwise_conv
+from vreid_jax.models import max_pool, pointwise_conv
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -86,57 +86,13 @@ def symmetric_padding(kernel_size: int) -> tuple[tuple[int, int], tuple[int, int
     return ((p, p), (p, p))
 
 
-def _pool_windows(x):
-    """The -inf padded input and its 9 strided views, one per 3x3 window offset (row-major)."""
-    height, width = x.shape[-3:-1]
-    out_h, out_w = (height - 1) // 2 + 1, (width - 1) // 2 + 1
-    pads = [(0, 0)] * (x.ndim - 3) + [(1, 1), (1, 1), (0, 0)]
-    padded = jnp.pad(x, pads, constant_values=-jnp.inf)
-    offsets = [(i, j) for i in range(3) for j in range(3)]
-    views = [
-        padded[..., i : i + 2 * out_h - 1 : 2, j : j + 2 * out_w - 1 : 2, :] for i, j in offsets
-    ]
-    return padded, offsets, views
-
-
-@jax.custom_vjp
 def max_pool_3x3_s2(x):
     """PyTorch's `MaxPool2d(3, stride=2, padding=1)` on `[..., H, W, C]` with any batch axes.
 
-    The padding is -inf, as in PyTorch, and symmetric (not XLA's 'SAME'). Written as the maximum of
-    the 9 strided views of the padded input, with its own gradient: each output's gradient goes to
-    the first maximum of its window in row-major order, as in PyTorch (JAX's own rule for a maximum
-    splits ties, and the ReLU before the pool makes ties of zeros common). XLA:CPU runs this several
-    times faster than the reduce-window gradient of `nn.max_pool` (`benchmarks/README.md`).
+    The padding is -inf, as in PyTorch, and symmetric (not XLA's 'SAME'); the gradient follows
+    PyTorch's first-maximum rule (`max_pool.max_pool`).
     """
-    return _max_pool_fwd(x)[0]
-
-
-def _max_pool_fwd(x):
-    padded, _, views = _pool_windows(x)
-    pooled, argmax = views[0], jnp.zeros(views[0].shape, jnp.int8)
-    for k, view in enumerate(views[1:], start=1):
-        better = view > pooled  # strict: the first maximum wins ties
-        pooled, argmax = jnp.where(better, view, pooled), jnp.where(better, k, argmax)
-    return pooled, (argmax, padded.shape)
-
-
-def _max_pool_bwd(residuals, grad):
-    argmax, padded_shape = residuals
-    out_h, out_w = grad.shape[-3:-1]
-    zero = jnp.zeros((), grad.dtype)
-    grad_padded = jnp.zeros(padded_shape, grad.dtype)
-    for k, (i, j) in enumerate((i, j) for i in range(3) for j in range(3)):
-        config = [(0, 0, 0)] * (grad.ndim - 3) + [
-            (i, padded_shape[-3] - i - (2 * out_h - 1), 1),
-            (j, padded_shape[-2] - j - (2 * out_w - 1), 1),
-            (0, 0, 0),
-        ]
-        grad_padded += jax.lax.pad(jnp.where(argmax == k, grad, zero), zero, config)
-    return (grad_padded[..., 1:-1, 1:-1, :],)
-
-
-max_pool_3x3_s2.defvjp(_max_pool_fwd, _max_pool_bwd)
+    return max_pool.max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)))
 
 
 def count_params(tree) -> int:

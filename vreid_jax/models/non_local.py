@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from vreid_jax.models import layers
+from vreid_jax.models import layers, max_pool
 
 
 class NonLocalBlock(nn.Module):
@@ -73,8 +73,8 @@ class NonLocalBlock(nn.Module):
             if mask is not None:
                 raise ValueError("NonLocalBlock: a key mask cannot be combined with pool_window.")
             window = tuple(self.pool_window)
-            phi = nn.max_pool(phi, window, strides=window)
-            g = nn.max_pool(g, window, strides=window)
+            phi = max_pool.max_pool(phi, window, strides=window)
+            g = max_pool.max_pool(g, window, strides=window)
         batch = x.shape[0]
         theta = theta.reshape(batch, -1, inner)
         phi = phi.reshape(batch, -1, inner)

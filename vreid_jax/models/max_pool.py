@@ -1,0 +1,101 @@
+"""Max-pooling with PyTorch's gradient rule, written so that XLA:CPU differentiates it quickly.
+
+`nn.max_pool`'s gradient compiles on XLA:CPU to a variadic reduce-window that carries one iota index
+array per axis, about 6x slower than the pool itself (`benchmarks/README.md`). Here the pool is the
+maximum of the window's strided views of the padded input, with its own VJP: the forward pass keeps
+the index of the winning view, and the backward pass sends each output's gradient to that one input
+with a select and a strided pad per view.
+
+The winner is the first maximum of its window in row-major order, which is PyTorch's rule. JAX's
+own rule for a maximum splits the gradient between tied inputs; ties are common where the pool
+follows a ReLU (zeros), so the choice shows in the parameter gradients.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+
+import jax
+import jax.numpy as jnp
+
+
+def max_pool(x, window, strides, padding=None):
+    """Max-pools `x` `[..., *spatial, C]` over its `len(window)` axes before the channel axis.
+
+    Args:
+      x: any leading batch axes, then the pooled axes, then channels.
+      window: window size per pooled axis.
+      strides: stride per pooled axis.
+      padding: `(low, high)` per pooled axis, filled with -inf as in PyTorch; None for none.
+        Windows that do not fit are dropped (PyTorch's floor mode, XLA's 'VALID').
+    """
+    window, strides = tuple(window), tuple(strides)
+    padding = tuple(map(tuple, padding)) if padding else ((0, 0),) * len(window)
+    return _max_pool(x, window, strides, padding)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _max_pool(x, window, strides, padding):
+    return _forward(x, window, strides, padding)[0]
+
+
+def _geometry(shape, window, strides, padding):
+    """The padded shape, the output size per pooled axis and every window offset (row-major)."""
+    pooled_axes = len(window)
+    lead = len(shape) - 1 - pooled_axes
+    padded = list(shape)
+    for axis, (low, high) in enumerate(padding):
+        padded[lead + axis] += low + high
+    sizes = padded[lead : lead + pooled_axes]
+    out = [(s - w) // st + 1 for s, w, st in zip(sizes, window, strides, strict=True)]
+    return tuple(padded), out, list(itertools.product(*(range(w) for w in window)))
+
+
+def _forward(x, window, strides, padding):
+    padded_shape, out, offsets = _geometry(x.shape, window, strides, padding)
+    lead = x.ndim - 1 - len(window)
+    padded = jnp.pad(x, [(0, 0)] * lead + list(padding) + [(0, 0)], constant_values=-jnp.inf)
+    pooled, argmax = None, None
+    for k, offset in enumerate(offsets):
+        index = (Ellipsis,) + tuple(
+            slice(o, o + st * (n - 1) + 1, st)
+            for o, st, n in zip(offset, strides, out, strict=True)
+        ) + (slice(None),)  # fmt: skip
+        view = padded[index]
+        if pooled is None:
+            pooled, argmax = (
+                view,
+                jnp.zeros(view.shape, jnp.int8 if len(offsets) < 128 else jnp.int32),
+            )
+            continue
+        better = view > pooled  # strict: the first maximum keeps ties
+        pooled, argmax = jnp.where(better, view, pooled), jnp.where(better, k, argmax)
+    return pooled, (argmax, padded_shape)
+
+
+def _max_pool_fwd(x, window, strides, padding):
+    return _forward(x, window, strides, padding)
+
+
+def _max_pool_bwd(window, strides, padding, residuals, grad):
+    argmax, padded_shape = residuals
+    _, out, offsets = _geometry(padded_shape, window, strides, ((0, 0),) * len(window))
+    lead = grad.ndim - 1 - len(window)
+    zero = jnp.zeros((), grad.dtype)
+    grad_padded = jnp.zeros(padded_shape, grad.dtype)
+    for k, offset in enumerate(offsets):
+        # Places output i of this view at padded position offset + stride * i.
+        config = [(0, 0, 0)] * lead
+        for axis, (o, st, n) in enumerate(zip(offset, strides, out, strict=True)):
+            extent = st * (n - 1) + 1
+            config.append((o, padded_shape[lead + axis] - o - extent, st - 1))
+        config.append((0, 0, 0))
+        grad_padded += jax.lax.pad(jnp.where(argmax == k, grad, zero), zero, config)
+    unpad = (Ellipsis,) + tuple(
+        slice(low, padded_shape[lead + axis] - high) for axis, (low, high) in enumerate(padding)
+    ) + (slice(None),)  # fmt: skip
+    return (grad_padded[unpad],)
+
+
+_max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
