@@ -15,19 +15,17 @@ Writes benchmarks/results/convert_throughput.json and prints a one-line summary.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import pathlib
 import platform
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import common  # benchmarks/common.py (this folder is on sys.path when run as a script)
+
+common.quiet_tensorflow()
 
 from data_prep import build, synthetic  # noqa: E402
 
-_REPO = pathlib.Path(__file__).resolve().parents[1]
-_RESULT = _REPO / "benchmarks" / "results" / "convert_throughput.json"
 MARS_FRAMES = 1_191_003
 
 
@@ -99,11 +97,7 @@ def main() -> None:
         "mars_sized": mars,
         "demo": demo,
     }
-    _RESULT.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=_RESULT.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(tmp, _RESULT)
+    common.write_result("convert_throughput", result)
     print(
         f"convert_throughput: {mars['build_frames_per_s']} frames/s at 256x128 "
         f"-> MARS ({MARS_FRAMES:,} frames) in ~{mars['projected_mars_build_min']} min; "

@@ -15,19 +15,17 @@ Writes benchmarks/results/evaluate_rank.json and prints a one-line summary.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import pathlib
 import platform
 import statistics
 import time
 
+import common  # benchmarks/common.py (this folder is on sys.path when run as a script)
 import jax
 import numpy as np
 
 from vreid_jax import metrics
 
-_RESULT = pathlib.Path(__file__).resolve().parent / "results" / "evaluate_rank.json"
 NUM_QUERY, NUM_GALLERY, NUM_QUERY_IDS, NUM_CAMS = 1980, 11310, 626, 6
 NUM_DISTRACTORS, NUM_JUNK = 1000, 2000
 
@@ -136,10 +134,7 @@ def main():
         "numpy": np.__version__,
         "jax": jax.__version__,
     }
-    _RESULT.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _RESULT.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, _RESULT)
+    common.write_result("evaluate_rank", record)
     print(
         f"evaluate_rank {NUM_QUERY}x{NUM_GALLERY}: {rank_s['standard']:.3f} s standard, "
         f"{rank_s['trapezoid']:.3f} s trapezoid; per-query loop {loop_s:.2f} s "

@@ -16,32 +16,10 @@ Writes benchmarks/results/input_pipeline.json and prints a one-line summary.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import json
 import os
-import pathlib
-import tempfile
 import time
 
 import common  # benchmarks/common.py (this folder is on sys.path when run as a script)
-
-_REPO = pathlib.Path(__file__).resolve().parents[1]
-_RESULT = _REPO / "benchmarks" / "results" / "input_pipeline.json"
-
-
-def _pin(cores: int) -> list[int]:
-    allowed = sorted(os.sched_getaffinity(0))
-    if cores > len(allowed):
-        raise SystemExit(f"--cores {cores}: only {len(allowed)} cores are available.")
-    os.sched_setaffinity(0, allowed[:cores])
-    return allowed[:cores]
-
-
-def _default_config():
-    spec = importlib.util.spec_from_file_location("default", _REPO / "configs" / "default.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
 
 
 def _cycle(make_iterator):
@@ -71,19 +49,18 @@ def main() -> None:
     parser.add_argument(
         "--seconds", type=float, default=20.0, help="Timing window per measurement."
     )
-    parser.add_argument("--out", default=str(_RESULT), help="Result JSON path.")
+    parser.add_argument("--out", default="", help="Result JSON (default: results/...json).")
     args = parser.parse_args()
-    cores = _pin(args.cores)  # Before TensorFlow creates its threads.
+    cores = common.pin_cores(args.cores)  # Before TensorFlow creates its threads.
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    common.quiet_tensorflow()
     import numpy as np  # noqa: PLC0415
     import tensorflow as tf  # noqa: PLC0415
 
     from vreid_jax.data import fake, pipeline  # noqa: PLC0415
 
     tf.config.set_visible_devices([], "GPU")
-    cfg = _default_config().input
+    cfg = common.default_config().input
     cfg.update(num_ids_per_batch=8, num_instances=4, threadpool_size=len(cores), prefetch=2)
     train = fake.make_index([4] * 32, 96, height=256, width=128, content="textured", fmt="JPEG")
     test = fake.make_index(
@@ -119,11 +96,7 @@ def main() -> None:
         "seconds_per_measurement": args.seconds,
         "numpy": np.__version__,
     }
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=out.parent, suffix=".tmp", delete=False) as f:
-        json.dump(result, f, indent=2)
-    os.replace(f.name, out)
+    out = common.write_result("input_pipeline", result, args.out)
     print(
         f"input_pipeline on {len(cores)} core(s), per CPU-second: train {train_cpu:.0f} clips "
         f"(8x256x128, target 100/core; wall {train_rate:.0f}/s), eval {frame_cpu:.0f} frames "

@@ -11,29 +11,12 @@ Writes benchmarks/results/model_flops.json and prints a one-line summary.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import json
-import os
-import pathlib
 import platform
-import tempfile
 
+import common  # benchmarks/common.py (this folder is on sys.path when run as a script)
 import jax
 
 from vreid_jax.models import summary
-
-_REPO = pathlib.Path(__file__).resolve().parents[1]
-_RESULT = _REPO / "benchmarks" / "results" / "model_flops.json"
-
-
-def get_config():
-    """configs/default.py, loaded by path so the script runs from any folder."""
-    spec = importlib.util.spec_from_file_location(
-        "default_config", _REPO / "configs" / "default.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
 
 
 def main() -> None:
@@ -42,7 +25,7 @@ def main() -> None:
     args = parser.parse_args()
     models = {}
     for name in ("nl3d", "gltr"):
-        config = get_config()
+        config = common.default_config()
         config.model.name = name
         models[name] = summary.summarize(config, args.num_classes)
     result = {
@@ -53,11 +36,7 @@ def main() -> None:
         "num_classes": args.num_classes,
         "models": models,
     }
-    _RESULT.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=_RESULT.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(tmp, _RESULT)
+    common.write_result("model_flops", result)
     nl3d, gltr = models["nl3d"], models["gltr"]
     print(
         f"nl3d: {nl3d['total_params']:,} params, {nl3d['flops_per_clip'] / 1e9:.1f} GFLOPs per "

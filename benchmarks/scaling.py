@@ -49,16 +49,7 @@ def main() -> None:
     counts = [int(n) for n in args.devices.split(",") if int(n) <= jax.device_count()]
     runs = {}
     for n in counts:
-        config = train_step.build_config(
-            args.model,
-            args.per_device_batch * n,
-            clip_len=args.clip_len,
-            height=args.height,
-            width=args.width,
-            dtype=args.dtype,
-            stage_sizes=tuple(int(s) for s in args.stage_sizes.split(",") if s),
-            width_channels=args.width_channels,
-        )
+        config = train_step.build_config(args, args.per_device_batch * n)
         record = train_step.measure(
             config, num_classes=625, num_devices=n, steps=args.steps, warmup=1
         )

@@ -133,22 +133,21 @@ def input_comparison(record: dict) -> dict | None:
     }
 
 
-def build_config(
-    model: str,
-    batch: int,
-    *,
-    clip_len: int = 8,
-    height: int = 256,
-    width: int = 128,
-    dtype: str = "float32",
-    stage_sizes: tuple[int, ...] = (),
-    width_channels: int = 64,
-):
-    """configs/default.py for `model` with a global batch of `batch` clips of the given size."""
+def build_config(args, batch: int):
+    """configs/default.py for the command line's model and clip size, with a global batch of `batch`.
+
+    `args` holds the flags train_step.py and scaling.py share: model, dtype, stage_sizes,
+    width_channels, clip_len, height and width.
+    """
     config = common.default_config()
-    config.model.update(name=model, dtype=dtype, stage_sizes=stage_sizes, width=width_channels)
-    config.input.update(clip_len=clip_len, height=height, width=width)
-    if model == "gltr":
+    config.model.update(
+        name=args.model,
+        dtype=args.dtype,
+        stage_sizes=tuple(int(n) for n in args.stage_sizes.split(",") if n),
+        width=args.width_channels,
+    )
+    config.input.update(clip_len=args.clip_len, height=args.height, width=args.width)
+    if args.model == "gltr":
         config.input.train_sampler = "consecutive"
     # P x K with K = 2 (or 1 for an odd batch): the triplet loss needs two clips per identity.
     instances = 2 if batch % 2 == 0 else 1
@@ -174,16 +173,7 @@ def main() -> None:
     args = parser.parse_args()
     common.quiet_tensorflow()
 
-    config = build_config(
-        args.model,
-        args.batch,
-        clip_len=args.clip_len,
-        height=args.height,
-        width=args.width,
-        dtype=args.dtype,
-        stage_sizes=tuple(int(n) for n in args.stage_sizes.split(",") if n),
-        width_channels=args.width_channels,
-    )
+    config = build_config(args, args.batch)
     record = measure(
         config,
         num_classes=args.num_classes,
