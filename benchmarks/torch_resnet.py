@@ -1,8 +1,9 @@
 """torchvision's ResNet architecture in plain torch, with torchvision's module names.
 
 torchvision has no CPU build for this environment's torch, so the reference network is written here
-from the architecture definition: bottleneck v1.5 (stride on the 3x3 conv), 7x7/2 stem, 3x3/2
-max-pool with padding 1, projection shortcut on the first block of each stage. Its `state_dict`
+from the architecture definition: basic blocks (resnet18/34) or bottleneck v1.5 (stride on the 3x3
+conv; resnet50/101/152), 7x7/2 stem, 3x3/2 max-pool with padding 1, a projection shortcut where the
+stride or the channel count changes. Its `state_dict`
 loads into `vreid_jax.models.pretrained.from_torchvision`; the parity test and the PyTorch side of
 `benchmarks/resnet_vs_torch.py` both use it. Needs the optional `torch` extra.
 """
@@ -13,10 +14,41 @@ import torch
 from torch import nn
 
 
-class Bottleneck(nn.Module):
-    """1x1 -> 3x3 (stride) -> 1x1 with BN, projection shortcut when `project`."""
+class BasicBlock(nn.Module):
+    """3x3 (stride) -> 3x3 with BN, projection shortcut when the stride or channels change."""
 
-    def __init__(self, inplanes: int, planes: int, stride: int, project: bool):
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU()
+        self.downsample = _projection(inplanes, planes, stride)
+
+    def forward(self, x):
+        y = self.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        shortcut = x if self.downsample is None else self.downsample(x)
+        return self.relu(y + shortcut)
+
+
+def _projection(inplanes: int, outplanes: int, stride: int):
+    if stride == 1 and inplanes == outplanes:
+        return None
+    return nn.Sequential(
+        nn.Conv2d(inplanes, outplanes, 1, stride=stride, bias=False), nn.BatchNorm2d(outplanes)
+    )
+
+
+class Bottleneck(nn.Module):
+    """1x1 -> 3x3 (stride) -> 1x1 with BN, projection shortcut when the stride or channels change."""
+
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int):
         super().__init__()
         self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -25,12 +57,7 @@ class Bottleneck(nn.Module):
         self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(planes * 4)
         self.relu = nn.ReLU()
-        self.downsample = None
-        if project:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(inplanes, planes * 4, 1, stride=stride, bias=False),
-                nn.BatchNorm2d(planes * 4),
-            )
+        self.downsample = _projection(inplanes, planes * 4, stride)
 
     def forward(self, x):
         y = self.relu(self.bn1(self.conv1(x)))
@@ -41,10 +68,20 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(nn.Module):
-    """torchvision's `resnet50()` for `stage_sizes=(3, 4, 6, 3), width=64`; NCHW input."""
+    """torchvision's `resnet50()` for `stage_sizes=(3, 4, 6, 3), width=64`; NCHW input.
 
-    def __init__(self, stage_sizes=(3, 4, 6, 3), width: int = 64, num_classes: int = 1000):
+    `block='basic'` with (2, 2, 2, 2) or (3, 4, 6, 3) is `resnet18()` or `resnet34()`.
+    """
+
+    def __init__(
+        self,
+        stage_sizes=(3, 4, 6, 3),
+        width: int = 64,
+        num_classes: int = 1000,
+        block: str = "bottleneck",
+    ):
         super().__init__()
+        block_class = {"basic": BasicBlock, "bottleneck": Bottleneck}[block]
         self.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU()
@@ -53,10 +90,10 @@ class ResNet(nn.Module):
         for stage, blocks in enumerate(stage_sizes):
             planes = width * 2**stage
             layer = []
-            for block in range(blocks):
-                stride = 2 if stage > 0 and block == 0 else 1
-                layer.append(Bottleneck(inplanes, planes, stride, block == 0))
-                inplanes = planes * 4
+            for index in range(blocks):
+                stride = 2 if stage > 0 and index == 0 else 1
+                layer.append(block_class(inplanes, planes, stride))
+                inplanes = planes * block_class.expansion
             setattr(self, f"layer{stage + 1}", nn.Sequential(*layer))
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(inplanes, num_classes)

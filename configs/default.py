@@ -80,15 +80,19 @@ def get_config(arg=None):
     config.model = ml_collections.ConfigDict()
     # 'nl3d' (3D (2+1)D ResNet-50 + non-local) or 'gltr'.
     config.model.name = "nl3d"
-    # ResNet depth: 50 for the papers; 'tiny' presets for tests come from `stage_sizes`/`width`.
+    # ResNet depth as torchvision names it: 18 or 34 (basic blocks), 50 (the papers), 101 or 152
+    # (bottlenecks). The depth also picks the block type when `stage_sizes` is set.
     config.model.depth = 50
-    # Blocks per stage; empty = the standard layout of `depth` (ResNet-50: 3, 4, 6, 3).
+    # Blocks per stage; empty = the standard layout of `depth` (ResNet-50: 3, 4, 6, 3); the tests'
+    # and the demo's small networks set (1, 1, 1, 1).
     config.model.stage_sizes = ()
     # Channels of the first stage (64 for ResNet-50); smaller for quick CPU runs.
     config.model.width = 64
     # Stride of the last stage: 1 keeps a 16x8 map at 256x128 (AP3D, GLTR), 2 is torchvision's.
     config.model.last_stride = 1
-    # Path to an ImageNet ResNet-50 `.npz` from `python -m data_prep.convert_resnet50`; '' = random init.
+    # ImageNet weights: a `.npz` from `python -m data_prep.convert_resnet50` (any torchvision ResNet
+    # matching depth, stage_sizes and width), overlaid on the random init; '' = random init only.
+    # Only training reads it: mode=eval restores everything from the checkpoint.
     config.model.pretrained = ""
     # Compute dtype: 'float32' or 'bfloat16' (parameters, BN statistics and losses stay float32).
     config.model.dtype = "float32"
@@ -97,8 +101,8 @@ def get_config(arg=None):
     config.model.dropout = 0.5
     # NL3D: temporal kernel size of the (2+1)D factorised convs.
     config.model.temporal_kernel = 3
-    # NL3D: which blocks of each stage (0-based) get a temporal conv after their 3x3 conv; () means
-    # every block of that stage. One tuple per stage res2..res5.
+    # NL3D: which blocks of each stage (0-based) get a temporal conv after their strided 3x3 conv;
+    # () means every block of that stage. One tuple per stage res2..res5.
     config.model.temporal_blocks = ((), (), (), ())
     # NL3D: stages that get temporal convs at all (0 = res2 ... 3 = res5); others stay 2D per frame.
     config.model.temporal_stages = (0, 1, 2, 3)

@@ -44,12 +44,69 @@ def test_convert_writes_npz_with_torchvision_names(tmp_path):
     assert [p.name for p in out.parent.iterdir()] == ["resnet50.npz"]  # no temporary left behind
 
 
-def test_convert_rejects_a_non_resnet50_checkpoint(tmp_path):
+@pytest.mark.parametrize(
+    "block, sizes, width, printed",
+    [
+        ("bottleneck", (1, 1, 1, 1), 8, "bottleneck ResNet with stages (1, 1, 1, 1) and width 8"),
+        ("basic", (2, 2, 2, 2), 64, "(torchvision resnet18)"),
+    ],
+)
+def test_convert_takes_any_torchvision_resnet(block, sizes, width, printed, tmp_path, capsys):
     torch = pytest.importorskip("torch")
-    state = random_state_dict(torchvision_shapes((1, 1, 1, 1), width=8))
-    checkpoint = tmp_path / "tiny.pth"
+    state = random_state_dict(torchvision_shapes(sizes, width=width, block=block))
+    checkpoint = tmp_path / "net.pth"
     torch.save({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()}, checkpoint)
-    out = tmp_path / "tiny.npz"
-    with pytest.raises(SystemExit, match="tiny.pth: not a torchvision ResNet-50"):
+    out = tmp_path / "net.npz"
+    convert_resnet50.main(["--torch_checkpoint", str(checkpoint), "--out", str(out)])
+    assert printed in capsys.readouterr().out
+    with np.load(out) as data:
+        assert sorted(data.files) == sorted(state)
+
+
+def _bad_checkpoints(torch):
+    tiny = random_state_dict(torchvision_shapes((1, 1, 1, 1), width=8))
+    tensors = {k: torch.from_numpy(np.asarray(v)) for k, v in tiny.items()}
+    missing = dict(tensors)
+    missing.pop("layer2.0.bn1.running_var")
+    wrong_shape = dict(tensors) | {"layer3.0.conv2.weight": torch.zeros(32, 32, 1, 1)}
+    return {
+        "a list": ([1, 2, 3], r"expected a state_dict \(names -> tensors\), got list"),
+        "a training checkpoint": (
+            {"epoch": 3, "model": tensors},
+            r"entry 'epoch' is of type int, not a tensor.*top-level keys: \['epoch', 'model'\]",
+        ),
+        "another network": (
+            {"encoder.weight": torch.zeros(2, 2)},
+            "not a torchvision ResNet state_dict: no key 'conv1.weight'",
+        ),
+        "a missing key": (missing, r"no weights for 1 parameters, e\.g\. key 'layer2\.0\.bn1"),
+        "a wrong shape": (
+            wrong_shape,
+            r"key 'layer3\.0\.conv2\.weight' has shape \(32, 32, 1, 1\), but .* needs "
+            r"\(32, 32, 3, 3\)",
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "case", ["a list", "a training checkpoint", "another network", "a missing key", "a wrong shape"]
+)
+def test_convert_rejects_what_is_not_a_resnet_state_dict(case, tmp_path):
+    torch = pytest.importorskip("torch")
+    content, message = _bad_checkpoints(torch)[case]
+    checkpoint = tmp_path / "bad.pth"
+    torch.save(content, checkpoint)
+    out = tmp_path / "bad.npz"
+    with pytest.raises(SystemExit, match=r"^error: .*bad\.pth: " + message):
         convert_resnet50.main(["--torch_checkpoint", str(checkpoint), "--out", str(out)])
-    assert not out.exists()
+    assert list(tmp_path.iterdir()) == [checkpoint]  # Nothing written, no temporary left.
+
+
+def test_convert_rejects_a_file_torch_cannot_read(tmp_path):
+    pytest.importorskip("torch")
+    checkpoint = tmp_path / "garbage.pth"
+    checkpoint.write_bytes(b"\x00not a torch file")
+    with pytest.raises(
+        SystemExit, match=r"garbage\.pth: not a torch checkpoint holding a state_dict"
+    ):
+        convert_resnet50.main(["--torch_checkpoint", str(checkpoint), "--out", str(tmp_path / "x")])

@@ -37,12 +37,14 @@ def _numpy_state(net):
     return {k: v.detach().numpy() for k, v in net.state_dict().items()}
 
 
+@pytest.mark.parametrize("block", ["bottleneck", "basic"])
 @pytest.mark.parametrize("height, width", [(64, 48), (67, 45)])  # even and odd: padding symmetry
-def test_tiny_resnet_matches_torch(height, width):
+def test_tiny_resnet_matches_torch(height, width, block):
     torch.manual_seed(0)
-    net = _randomised(TorchResNet((1, 1, 1, 1), 8, 10), seed=1)
+    net = _randomised(TorchResNet((1, 2, 1, 1), 8, 10, block=block), seed=1)
     module = resnet.ResNetClassifier(
-        backbone=resnet.ResNet(stage_sizes=(1, 1, 1, 1), width=8, last_stride=2), num_classes=10
+        backbone=resnet.ResNet(stage_sizes=(1, 2, 1, 1), block=block, width=8, last_stride=2),
+        num_classes=10,
     )
     target = jax.eval_shape(
         module.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)

@@ -9,6 +9,14 @@ import math
 import numpy as np
 
 RESNET50_PARAMS = 25_557_032  # torchvision resnet50(): parameters, buffers excluded.
+# torchvision's published parameter counts of the other depths.
+RESNET_PARAMS = {
+    ("basic", (2, 2, 2, 2)): 11_689_512,  # resnet18
+    ("basic", (3, 4, 6, 3)): 21_797_672,  # resnet34
+    ("bottleneck", (3, 4, 6, 3)): RESNET50_PARAMS,
+    ("bottleneck", (3, 4, 23, 3)): 44_549_160,  # resnet101
+    ("bottleneck", (3, 8, 36, 3)): 60_192_808,  # resnet152
+}
 
 
 def _bn(prefix, channels):
@@ -21,24 +29,27 @@ def _bn(prefix, channels):
     }
 
 
-def torchvision_shapes(stage_sizes=(3, 4, 6, 3), width=64, num_classes=1000):
-    """Name -> torch-layout shape of a torchvision bottleneck ResNet's state_dict."""
+def torchvision_shapes(stage_sizes=(3, 4, 6, 3), width=64, num_classes=1000, block="bottleneck"):
+    """Name -> torch-layout shape of a torchvision ResNet's state_dict (basic or bottleneck)."""
     shapes = {"conv1.weight": (width, 3, 7, 7), **_bn("bn1", width)}
+    expansion = 4 if block == "bottleneck" else 1
     inplanes = width
     for stage, blocks in enumerate(stage_sizes):
         planes = width * 2**stage
-        for block in range(blocks):
-            p = f"layer{stage + 1}.{block}"
-            shapes[f"{p}.conv1.weight"] = (planes, inplanes, 1, 1)
-            shapes.update(_bn(f"{p}.bn1", planes))
-            shapes[f"{p}.conv2.weight"] = (planes, planes, 3, 3)
-            shapes.update(_bn(f"{p}.bn2", planes))
-            shapes[f"{p}.conv3.weight"] = (planes * 4, planes, 1, 1)
-            shapes.update(_bn(f"{p}.bn3", planes * 4))
-            if block == 0:
-                shapes[f"{p}.downsample.0.weight"] = (planes * 4, inplanes, 1, 1)
-                shapes.update(_bn(f"{p}.downsample.1", planes * 4))
-            inplanes = planes * 4
+        for index in range(blocks):
+            p = f"layer{stage + 1}.{index}"
+            stride = 2 if stage > 0 and index == 0 else 1
+            if block == "bottleneck":
+                convs = [(planes, inplanes, 1), (planes, planes, 3), (planes * 4, planes, 1)]
+            else:
+                convs = [(planes, inplanes, 3), (planes, planes, 3)]
+            for i, (out, cin, k) in enumerate(convs, start=1):
+                shapes[f"{p}.conv{i}.weight"] = (out, cin, k, k)
+                shapes.update(_bn(f"{p}.bn{i}", out))
+            if stride != 1 or inplanes != planes * expansion:
+                shapes[f"{p}.downsample.0.weight"] = (planes * expansion, inplanes, 1, 1)
+                shapes.update(_bn(f"{p}.downsample.1", planes * expansion))
+            inplanes = planes * expansion
     shapes["fc.weight"] = (num_classes, inplanes)
     shapes["fc.bias"] = (num_classes,)
     return shapes
@@ -58,11 +69,21 @@ def random_state_dict(shapes, seed=0):
     return state
 
 
-def test_synthesised_resnet50_has_torchvision_counts():
-    shapes = torchvision_shapes()
-    params = {
+def _params(shapes):
+    return {
         k: s for k, s in shapes.items() if not k.rsplit(".", 1)[-1].startswith(("running", "num"))
     }
+
+
+def test_synthesised_resnet50_has_torchvision_counts():
+    shapes = torchvision_shapes()
+    params = _params(shapes)
     assert sum(math.prod(s) for s in params.values()) == RESNET50_PARAMS
     assert len(params) == 161  # conv, BN affine and fc tensors of torchvision's resnet50
     assert len(shapes) == 320  # plus three buffers per BN
+
+
+def test_synthesised_resnets_of_every_depth_have_torchvision_counts():
+    for (block, sizes), count in RESNET_PARAMS.items():
+        params = _params(torchvision_shapes(sizes, block=block))
+        assert sum(math.prod(s) for s in params.values()) == count, (block, sizes)

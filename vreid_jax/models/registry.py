@@ -94,6 +94,7 @@ def build_backbone(model_config: ml_collections.ConfigDict, *, video: bool) -> r
         )
     return resnet.ResNet(
         stage_sizes=sizes,
+        block=resnet.block_for(model_config.depth),
         width=model_config.width,
         last_stride=model_config.last_stride,
         dtype=layers.compute_dtype(model_config.dtype),

@@ -1,4 +1,4 @@
-"""ResNet with bottleneck blocks, weight-compatible with torchvision; optionally (2+1)D + non-local.
+"""torchvision's ResNets (basic or bottleneck blocks), weight-compatible; optionally (2+1)D + non-local.
 
 One backbone serves three models. Frames `[N, H, W, 3]` give torchvision's 2D ResNet (GLTR's
 encoder). Clips `[B, T, H, W, 3]` run the same 2D kernels on every frame (flax convs treat leading
@@ -6,7 +6,9 @@ axes as batch axes); with `temporal_blocks` a `t x 1 x 1` conv follows the 3x3 c
 and with `nonlocal_blocks` non-local blocks follow those blocks: that is NL3D's backbone. The
 parameter names of the 2D part are the same in all three, so ImageNet weights load by name.
 
-Ported torchvision conventions: stride on the 3x3 conv of a bottleneck ("v1.5"), explicit symmetric
+Ported torchvision conventions: ResNet-18/34 use basic blocks (two 3x3 convs), ResNet-50/101/152
+bottlenecks with the stride on the 3x3 conv ("v1.5"); a block projects its shortcut (1x1 conv + BN,
+torchvision's `downsample`) exactly when its stride or channel count changes; explicit symmetric
 padding for the 7x7 stem, the 3x3 convs and the stem max-pool (which pads with -inf, as PyTorch),
 BN momentum 0.1 (torch) = 0.9 (flax), epsilon 1e-5.
 """
@@ -20,18 +22,34 @@ from flax import linen as nn
 
 from vreid_jax.models import layers, non_local, temporal
 
-STAGE_SIZES = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
-EXPANSION = 4  # Output channels of a bottleneck = 4 x its inner width.
+# torchvision's depths: blocks per stage res2..res5 and the block type.
+STAGE_SIZES = {
+    18: (2, 2, 2, 2),
+    34: (3, 4, 6, 3),
+    50: (3, 4, 6, 3),
+    101: (3, 4, 23, 3),
+    152: (3, 8, 36, 3),
+}
+BLOCKS = ("basic", "bottleneck")
+# Output channels of a block = this x its inner width.
+EXPANSION = {"basic": 1, "bottleneck": 4}
+
+
+def block_for(depth: int) -> str:
+    """The block type of a torchvision ResNet of `depth`: 'basic' below 50, else 'bottleneck'."""
+    if depth not in STAGE_SIZES:
+        raise ValueError(
+            f"config.model.depth={depth}: torchvision ResNets exist for depths {sorted(STAGE_SIZES)} "
+            "(18 and 34 with basic blocks, the others with bottlenecks); set "
+            "config.model.stage_sizes for a custom number of blocks."
+        )
+    return "basic" if depth < 50 else "bottleneck"
 
 
 def stage_sizes_for(depth: int, stage_sizes: Sequence[int] = ()) -> tuple[int, ...]:
     """`stage_sizes` if given, else the standard layout of `depth`; validated."""
+    block_for(depth)  # Validates the depth, which also names the block type.
     if not stage_sizes:
-        if depth not in STAGE_SIZES:
-            raise ValueError(
-                f"config.model.depth={depth}: bottleneck ResNets exist for depths "
-                f"{sorted(STAGE_SIZES)}; set config.model.stage_sizes for a custom layout."
-            )
         return STAGE_SIZES[depth]
     sizes = tuple(stage_sizes)
     if len(sizes) != 4 or any(not isinstance(n, int) or n < 1 for n in sizes):
@@ -41,54 +59,82 @@ def stage_sizes_for(depth: int, stage_sizes: Sequence[int] = ()) -> tuple[int, .
     return sizes
 
 
-class Bottleneck(nn.Module):
-    """1x1 -> 3x3 (stride) [-> t x 1 x 1] -> 1x1, BN after each conv pair, projection shortcut."""
+class _Block(nn.Module):
+    """What both block types share: the strided 3x3 conv (+ temporal conv) and the shortcut.
+
+    `temporal_kernel` > 0 follows the block's strided 3x3 conv with a `t x 1 x 1` conv; nothing
+    nonlinear sits between the two, so the pair is exactly the inflated 3D conv at 'inflate' init
+    and the next BN normalises their joint output.
+    """
 
     width: int
     strides: int = 1
-    project: bool = False
     temporal_kernel: int = 0  # 0: no temporal conv.
     temporal_padding: str = "zeros"
     temporal_init: str = "inflate"
     dtype: jnp.dtype = jnp.float32
 
-    @nn.compact
-    def __call__(self, x, train: bool):
-        norm = lambda name: layers.batch_norm(train, self.dtype, name)
-        y = layers.conv(self.width, (1, 1), dtype=self.dtype, name="conv1")(x)
-        y = nn.relu(norm("bn1")(y))
+    def norm(self, train: bool, name: str) -> nn.BatchNorm:
+        return layers.batch_norm(train, self.dtype, name)
+
+    def spatial_conv(self, x, name: str):
+        """The block's strided 3x3 conv `name`, then its temporal conv `{name}_temporal` if any."""
         y = layers.conv(
             self.width,
             (3, 3),
             strides=self.strides,
             padding=layers.symmetric_padding(3),
             dtype=self.dtype,
-            name="conv2",
-        )(y)
-        if self.temporal_kernel:
-            # Nothing nonlinear between the spatial and the temporal conv: the pair is exactly the
-            # inflated 3D conv at 'inflate' init, and bn2 normalises their joint output.
-            y = temporal.temporal_conv(
-                y,
-                kernel_size=self.temporal_kernel,
-                padding=self.temporal_padding,
-                init=self.temporal_init,
-                dtype=self.dtype,
-                name="conv2_temporal",
-            )
-        y = nn.relu(norm("bn2")(y))
-        y = layers.conv(self.width * EXPANSION, (1, 1), dtype=self.dtype, name="conv3")(y)
-        y = norm("bn3")(y)
-        if self.project:
+            name=name,
+        )(x)
+        if not self.temporal_kernel:
+            return y
+        return temporal.temporal_conv(
+            y,
+            kernel_size=self.temporal_kernel,
+            padding=self.temporal_padding,
+            init=self.temporal_init,
+            dtype=self.dtype,
+            name=f"{name}_temporal",
+        )
+
+    def add_shortcut(self, x, y, train: bool):
+        """relu(shortcut(x) + y); torchvision projects exactly when the stride or channels change."""
+        if self.strides != 1 or x.shape[-1] != y.shape[-1]:
             x = layers.conv(
-                self.width * EXPANSION,
-                (1, 1),
-                strides=self.strides,
-                dtype=self.dtype,
-                name="downsample_conv",
+                y.shape[-1], (1, 1), strides=self.strides, dtype=self.dtype, name="downsample_conv"
             )(x)
-            x = norm("downsample_bn")(x)
+            x = self.norm(train, "downsample_bn")(x)
         return nn.relu(x + y)
+
+
+class BasicBlock(_Block):
+    """ResNet-18/34: 3x3 (stride) [-> t x 1 x 1] -> 3x3, BN after each, shortcut."""
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        y = nn.relu(self.norm(train, "bn1")(self.spatial_conv(x, "conv1")))
+        y = layers.conv(
+            self.width, (3, 3), padding=layers.symmetric_padding(3), dtype=self.dtype, name="conv2"
+        )(y)
+        return self.add_shortcut(x, self.norm(train, "bn2")(y), train)
+
+
+class Bottleneck(_Block):
+    """ResNet-50/101/152: 1x1 -> 3x3 (stride) [-> t x 1 x 1] -> 1x1, BN after each, shortcut."""
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        y = layers.conv(self.width, (1, 1), dtype=self.dtype, name="conv1")(x)
+        y = nn.relu(self.norm(train, "bn1")(y))
+        y = nn.relu(self.norm(train, "bn2")(self.spatial_conv(y, "conv2")))
+        y = layers.conv(
+            self.width * EXPANSION["bottleneck"], (1, 1), dtype=self.dtype, name="conv3"
+        )(y)
+        return self.add_shortcut(x, self.norm(train, "bn3")(y), train)
+
+
+_BLOCK_MODULES = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
 
 class ResNet(nn.Module):
@@ -96,10 +142,12 @@ class ResNet(nn.Module):
 
     Attributes:
       stage_sizes: blocks per stage res2..res5.
-      width: inner width of res2 (64 for ResNet-50); stage i uses width * 2**i.
+      block: 'basic' (ResNet-18/34) or 'bottleneck' (ResNet-50/101/152).
+      width: channels of the stem and inner width of res2 (64 in torchvision); stage i uses
+        width * 2**i.
       last_stride: stride of res5 (2 in torchvision, 1 keeps a 16x8 map at 256x128).
-      temporal_blocks: per stage, the 0-based blocks whose 3x3 conv gets a temporal conv; needs
-        clip input `[B, T, H, W, 3]`.
+      temporal_blocks: per stage, the 0-based blocks whose strided 3x3 conv gets a temporal conv;
+        needs clip input `[B, T, H, W, 3]`.
       temporal_kernel, temporal_padding, temporal_init: see `temporal.temporal_conv`.
       nonlocal_blocks: per stage, the 0-based blocks followed by a non-local block (clip input).
       nonlocal_scale: see `non_local.NonLocalBlock.scale`.
@@ -107,6 +155,7 @@ class ResNet(nn.Module):
     """
 
     stage_sizes: Sequence[int]
+    block: str = "bottleneck"
     width: int = 64
     last_stride: int = 2
     temporal_blocks: Sequence[Sequence[int]] = ((), (), (), ())
@@ -119,7 +168,7 @@ class ResNet(nn.Module):
 
     @property
     def out_features(self) -> int:
-        return self.width * 2 ** (len(self.stage_sizes) - 1) * EXPANSION
+        return self.width * 2 ** (len(self.stage_sizes) - 1) * EXPANSION[self.block]
 
     @nn.compact
     def __call__(self, x, train: bool):
@@ -139,10 +188,9 @@ class ResNet(nn.Module):
         for i, num_blocks in enumerate(self.stage_sizes):
             for j in range(num_blocks):
                 strides = 1 if i == 0 or j > 0 else (self.last_stride if i == last else 2)
-                x = Bottleneck(
+                x = _BLOCK_MODULES[self.block](
                     self.width * 2**i,
                     strides=strides,
-                    project=j == 0,
                     temporal_kernel=self.temporal_kernel if j in self.temporal_blocks[i] else 0,
                     temporal_padding=self.temporal_padding,
                     temporal_init=self.temporal_init,
