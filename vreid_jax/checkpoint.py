@@ -14,12 +14,13 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from vreid_jax import files
+from vreid_jax.errors import UserError
 
 _BEST_METRIC = "mAP"
 
 
-class CheckpointMismatchError(ValueError):
-    """The checkpoint was written for a model of other shapes than the configured one."""
+class CheckpointMismatchError(UserError):
+    """The checkpoint was written for another model or dataset than the configured one."""
 
 
 class Checkpointer:
@@ -114,6 +115,29 @@ class Checkpointer:
                 continue
             return restored["state"], restored["meta"], candidate
         return None
+
+    def restore_variables(self, abstract_variables: dict, step: int | None = None):
+        """Restores only the model variables of a checkpoint: `(variables, meta, step)`, or None.
+
+        `abstract_variables` is `{'params', 'batch_stats'}` as ShapeDtypeStructs with shardings
+        (`state.abstract_variables`): the arrays are read straight onto those shardings and the
+        optimizer state is never read. `step=None` takes the newest checkpoint.
+        """
+        step = self.latest_step() if step is None else step
+        if step is None:
+            return None
+        self._check_shapes(step, abstract_variables)
+        restore_args = ocp.checkpoint_utils.construct_restore_args(abstract_variables)
+        restored = self._manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.PyTreeRestore(
+                    item=abstract_variables, restore_args=restore_args, partial_restore=True
+                ),
+                meta=ocp.args.JsonRestore(),
+            ),
+        )
+        return restored["state"], restored["meta"], step
 
     def _check_shapes(self, step: int, abstract_state) -> None:
         try:

@@ -13,7 +13,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from vreid_jax import config_lib, files, logging_utils
+from vreid_jax import config_lib, errors, files, logging_utils
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
@@ -47,7 +47,10 @@ def main(argv):
 
     if jax.process_index() == 0:
         files.write_json_atomic(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
-    run.run(config, workdir)
+    try:
+        run.run(config, workdir)
+    except errors.UserError as e:  # A problem the user can fix: one line, no traceback.
+        sys.exit(f"error: {e}")
 
 
 def _parse_flags(argv):

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from vreid_jax import checkpoint, evaluate, files, logging_utils, parallel, train
+from vreid_jax import checkpoint, evaluate, files, logging_utils, models, parallel, train
 from vreid_jax import state as state_lib
 
 
@@ -71,27 +71,37 @@ def _run_splits(config, workdir: str) -> dict | None:
 
 
 def evaluate_checkpoint(config, workdir: str) -> dict:
-    """mode=eval: evaluates the 'latest' or 'best' checkpoint of `workdir`, or a step folder path."""
+    """mode=eval: evaluates the 'latest' or 'best' checkpoint of `workdir`, or a step folder path.
+
+    Stands alone: the model variables are restored straight onto the devices from the checkpoint;
+    no ImageNet file is read and no optimizer state is created or read.
+    """
+    ckpt_dir, step = _checkpoint_location(config.eval.checkpoint, workdir)
     mesh = parallel.make_mesh()
     data = train.load_data(config)
-    model, _, _, state, shardings = train.build(config, data, mesh)
-    ckpt_dir, step = _checkpoint_location(config.eval.checkpoint, workdir)
+    model = models.build_model(config.model, data.num_classes)
     ckpt = checkpoint.Checkpointer(ckpt_dir)
     if step == "best":
         step = ckpt.best_step()
         if step is None:
             raise FileNotFoundError(f"No evaluated (best) checkpoint in {ckpt_dir}.")
-    restored = ckpt.restore(jax.eval_shape(lambda: state), step=step)
+    abstract = state_lib.abstract_variables(model, train.sample_clips(config), mesh)
+    restored = ckpt.restore_variables(abstract, step=step)
+    ckpt.close()
     if restored is None:
         raise FileNotFoundError(
             f"No checkpoint in {ckpt_dir}: train first, or set config.eval.checkpoint to a "
             "checkpoint step folder."
         )
-    host_state, _, step = restored
-    ckpt.close()
-    state = jax.device_put(host_state, shardings)
+    variables, meta, step = restored
+    if (meta["dataset"], meta["num_classes"]) != (data.name, data.num_classes):
+        raise checkpoint.CheckpointMismatchError(
+            f"Checkpoint step {step} in {ckpt_dir} was trained on {meta['dataset']!r} with "
+            f"{meta['num_classes']} identities; config.data is {data.name!r} with "
+            f"{data.num_classes}. Evaluate it with the dataset it was trained on."
+        )
     extractor = evaluate.FeatureExtractor(model, config, mesh)
-    result = evaluate.evaluate(extractor, state_lib.variables_of(state), data, config)
+    result = evaluate.evaluate(extractor, variables, data, config)
     record = evaluate.results_record(result, data, config, step)
     evaluate.write_reports(workdir, record, result, data, config)
     evaluate.print_table(record)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import flax
@@ -22,6 +23,12 @@ class TrainState(flax.struct.PyTreeNode):
     opt_state: Any
 
 
+def init_variables(model, sample_clips, seed: int) -> dict:
+    """The model's random initialisation for `seed`: `{'params', 'batch_stats'}` (traceable)."""
+    key = jax.random.key(seed)
+    return model.init({"params": key, "dropout": key}, sample_clips, train=False)
+
+
 def create_train_state(
     model,
     tx: optax.GradientTransformation,
@@ -29,29 +36,39 @@ def create_train_state(
     *,
     seed: int,
     mesh: jax.sharding.Mesh,
-    init_variables=None,
+    overlay: Callable[[dict], dict] | None = None,
 ):
     """Initialises the state replicated on `mesh`; returns `(state, state_shardings)`.
 
     The state is first traced abstractly (`jax.eval_shape`, cheap), which gives the shardings; then a
-    jitted init writes it straight onto the devices with those shardings. `init_variables`, when
-    given (e.g. ImageNet weights already mapped to the model), replaces the random initialisation.
+    jitted init writes it straight onto the devices with those shardings.
+
+    `overlay`, when given, maps the random initialisation (host numpy arrays) to the variables to
+    start from, e.g. with ImageNet weights in the backbone (`pretrained.load_into`). Whatever it
+    leaves alone keeps exactly the random value of `seed`, as without an overlay.
     """
-
-    def init(key):
-        variables = model.init({"params": key, "dropout": key}, sample_clips, train=False)
-        return _state_from_variables(variables, tx)
-
-    key = jax.random.key(seed)
-    abstract = jax.eval_shape(init, key)
+    variables_fn = lambda: init_variables(model, sample_clips, seed)
+    from_variables = lambda variables: _state_from_variables(variables, tx)
+    abstract = jax.eval_shape(lambda: from_variables(variables_fn()))
     shardings = jax.tree.map(lambda _: parallel.replicated(mesh), abstract)
-    if init_variables is None:
-        state = jax.jit(init, out_shardings=shardings)(key)
+    if overlay is None:
+        state = jax.jit(lambda: from_variables(variables_fn()), out_shardings=shardings)()
     else:
-        state = jax.jit(lambda v: _state_from_variables(v, tx), out_shardings=shardings)(
-            init_variables
-        )
+        variables = overlay(jax.device_get(jax.jit(variables_fn)()))
+        state = jax.jit(from_variables, out_shardings=shardings)(variables)
     return state, shardings
+
+
+def abstract_variables(model, sample_clips, mesh: jax.sharding.Mesh) -> dict:
+    """Shapes, dtypes and (replicated) shardings of the model variables; nothing is computed.
+
+    The restore target of a checkpoint's variables when no training state is needed (mode=eval).
+    """
+    abstract = jax.eval_shape(lambda: init_variables(model, sample_clips, 0))
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=parallel.replicated(mesh)),
+        abstract,
+    )
 
 
 def _state_from_variables(variables, tx):

@@ -38,9 +38,10 @@ class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or Inf; the last good checkpoint is kept."""
 
 
-def train_step(state, batch, *, model, tx, lr_fn, loss_config, seed):
-    """One optimiser step on a global batch. Pure: all randomness comes from (seed, step).
+def loss_and_grads(state, batch, *, model, loss_config, seed):
+    """The training loss of `batch` at `state` and its gradient with respect to the parameters.
 
+    Returns `(loss, terms, new_batch_stats, grads)`. Pure: dropout comes from (seed, step).
     `batch["clips"]` holds uint8 pixels as the pipeline delivers them (normalised here, on the
     device; see `vreid_jax.data.pixels`) or already-normalised floats.
     """
@@ -59,6 +60,14 @@ def train_step(state, batch, *, model, tx, lr_fn, loss_config, seed):
         return loss, (terms, updates["batch_stats"])
 
     (loss, (terms, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    return loss, terms, batch_stats, grads
+
+
+def train_step(state, batch, *, model, tx, lr_fn, loss_config, seed):
+    """One optimiser step on a global batch. Pure: all randomness comes from (seed, step)."""
+    loss, terms, batch_stats, grads = loss_and_grads(
+        state, batch, model=model, loss_config=loss_config, seed=seed
+    )
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     new_state = state.replace(
         step=state.step + 1,
@@ -118,30 +127,28 @@ def load_data(config):
     return data
 
 
-def sample_clips(config) -> jax.ShapeDtypeStruct:
+def sample_clips(config) -> jax.Array:
     """A batch-of-one input with the training clip shape, for initialisation."""
     shape = (1, config.input.clip_len, config.input.height, config.input.width, 3)
     return jnp.zeros(shape, jnp.float32)
 
 
-def build(config, data, mesh):
-    """Model, optimizer, learning-rate schedule and the freshly initialised state."""
+def build(config, data, mesh, *, overlay_pretrained: bool = True):
+    """Model, optimizer, learning-rate schedule and the freshly initialised state.
+
+    With `config.model.pretrained` (and `overlay_pretrained`) the state starts from the model's own
+    random initialisation with the file's ResNet weights overlaid on the backbone
+    (`pretrained.load_into`).
+    """
     model = models.build_model(config.model, data.num_classes)
     tx, lr_fn = optim.create_optimizer(config, pipeline.steps_per_epoch(data.train, config.input))
-    init_variables = None
-    if config.model.pretrained:
-        abstract = jax.eval_shape(
-            lambda: model.init(jax.random.key(0), sample_clips(config), train=False)
+    overlay = None
+    if config.model.pretrained and overlay_pretrained:
+        overlay = lambda variables: pretrained.load_into(
+            variables, config.model.pretrained, config.model
         )
-        random_init = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), abstract)
-        init_variables = pretrained.load_into(random_init, config.model.pretrained, config.model)
     state, shardings = state_lib.create_train_state(
-        model,
-        tx,
-        sample_clips(config),
-        seed=config.seed,
-        mesh=mesh,
-        init_variables=init_variables,
+        model, tx, sample_clips(config), seed=config.seed, mesh=mesh, overlay=overlay
     )
     return model, tx, lr_fn, state, shardings
 
@@ -164,6 +171,11 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
     writer = logging_utils.MetricWriter(workdir, is_main_process=is_main)
     global_batch = config.input.num_ids_per_batch * config.input.num_instances
     parallel.local_batch_size(global_batch, mesh, "config.input.num_ids_per_batch * num_instances")
+    ckpt = checkpoint.Checkpointer(f"{workdir}/checkpoints", keep=config.keep_checkpoints)
+    # A resumed run takes every weight from its checkpoint: the ImageNet file is only read at start.
+    start_from_file = bool(config.model.pretrained) and ckpt.latest_step() is None
+    if start_from_file:
+        pretrained.require_file(config.model.pretrained)
 
     # ------------------------------------------------------------------ data
     data = load_data(config)
@@ -180,9 +192,10 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
     )
 
     # ------------------------------------------------------------------ model, optimizer, state
-    model, tx, lr_fn, state, shardings = build(config, data, mesh)
+    model, tx, lr_fn, state, shardings = build(
+        config, data, mesh, overlay_pretrained=start_from_file
+    )
     logging_utils.log_parameter_overview(state.params)
-    ckpt = checkpoint.Checkpointer(f"{workdir}/checkpoints", keep=config.keep_checkpoints)
     state = restore_or_keep(ckpt, state, shardings)
     start_step = int(state.step)
     extractor = evaluate.FeatureExtractor(model, config, mesh)
