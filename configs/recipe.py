@@ -57,8 +57,9 @@ def make(model: str, dataset: str, arg: str | None):
         config.input.window = 64
         config.eval.batch_size = 32
     elif model == "gltr":
-        # The official code trains on 16 consecutive frames with CE only; we keep its sampling and
-        # add the batch-hard triplet (set --config.loss.triplet_weight=0 for CE only).
+        # The official code trains on 16 consecutive frames with plain CE; we keep its sampling and
+        # add the batch-hard triplet (--config.loss.triplet_weight=0 and label_smoothing=0 give
+        # plain CE).
         config.input.num_ids_per_batch = 8
         config.input.num_instances = 4
         config.input.clip_len = 16

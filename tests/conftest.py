@@ -24,12 +24,11 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_REPO / ".jax_cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
-
-import jax  # noqa: E402
-import pytest  # noqa: E402
-
 # Tiny models compile far faster without XLA's optimisation passes; results agree to float32 noise.
-jax.config.update("jax_disable_most_optimizations", True)
+# An environment variable, so the command-line runs the tests start inherit it.
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "true")
+
+import pytest  # noqa: E402
 
 
 @pytest.fixture

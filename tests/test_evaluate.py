@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from vreid_jax import evaluate, models, optim, parallel, run, train
+from vreid_jax import evaluate, models, optim, parallel, train
 from vreid_jax import state as state_lib
 from vreid_jax.data import fake, pipeline, pixels
 
@@ -117,19 +117,6 @@ def test_trained_parameters_change_features():
 
 
 @pytest.mark.slow
-def test_eval_mode_reproduces_the_final_evaluation(tmp_path, tiny_data_dir):
-    config = tiny_config("gltr", **{"data.data_dir": tiny_data_dir, "num_train_steps": 3})
-    trained = run.run(config, str(tmp_path / "train"))
-    with config.unlocked():
-        config.mode = "eval"
-        config.eval.checkpoint = str(tmp_path / "train" / "checkpoints" / "3")
-    evaluated = run.run(config, str(tmp_path / "eval"))
-    assert evaluated["step"] == trained["step"] == 3
-    for key in evaluate.METRIC_KEYS:
-        assert evaluated[key] == pytest.approx(trained[key], abs=1e-6), key
-    assert (tmp_path / "eval" / "results.json").exists()
-
-
 def test_rank_reports_reranking_separately():
     config = tiny_config("nl3d", **{"eval.rerank": True})
     rng = np.random.default_rng(0)

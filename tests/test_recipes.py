@@ -1,0 +1,280 @@
+"""The users' path, for every paper recipe: ImageNet-style weights written by torch and converted by
+the real converter, synthetic data in each dataset's real on-disk layout built by the real
+`data_prep` builder, `train_and_eval` through the command line, then `mode=eval` of the checkpoint
+with the weights file gone.
+
+Each recipe runs unchanged except for size keys (frame size, P, K, clip length, steps, evaluation
+batches, backbone size, number of ranked-list pictures) and the logging interval, so that a
+step-by-step loss is on record.
+"""
+
+import functools
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from vreid_jax import checkpoint, evaluate, models, train
+from vreid_jax import state as state_lib
+
+torch = pytest.importorskip("torch")
+from benchmarks.torch_resnet import ResNet as TorchResNet  # noqa: E402  (needs torch)
+
+MODELS = ("nl3d", "gltr")
+DATASETS = ("mars", "dukev", "lsvid", "ilidsvid", "prid2011")
+PROTOCOLS = {
+    "mars": "mars-official",
+    "dukev": "dukev",
+    "lsvid": "lsvid-official",
+    "ilidsvid": "ilidsvid-split0",
+    "prid2011": "prid2011-split0",
+}
+# Frames are rendered at the trained size; DukeMTMC-VideoReID and LS-VID crops come larger and are
+# resized by the builder, as their README instructions say.
+# Sized so that every layout has 8 training identities and 16 training tracklets (the 10-split
+# datasets train on half their persons, one tracklet per camera): then a model's compiled train and
+# evaluation steps are the same for all five datasets and come from the compilation cache.
+SYNTHETIC = dict(tracklets_per_id=2, min_len=6, max_len=16, height=64, width=32)
+NUM_IDS = {"mars": 8, "dukev": 8, "lsvid": 8, "ilidsvid": 16, "prid2011": 16}
+RESIZE = {"dukev": (64, 32), "lsvid": (64, 32)}
+NUM_TRAIN_STEPS = 20
+SIZE_KEYS = {
+    "input.height": 64,
+    "input.width": 32,
+    "input.num_ids_per_batch": 4,
+    "input.num_instances": 2,
+    "input.clip_len": 4,
+    "eval.batch_size": 8,
+    "eval.frame_batch_size": 32,
+    "model.stage_sizes": (1, 1, 1, 1),
+    "model.width": 8,
+    "eval.num_ranked_queries": 1,  # Ranked-list pictures: one per evaluation is enough here.
+}
+BACKBONE = dict(stage_sizes=(1, 1, 1, 1), width=8)  # Of the torch ResNet standing for ImageNet's.
+
+
+@pytest.fixture(scope="session")
+def converted_weights(tmp_path_factory, repo_root):
+    """A `.pth` as torchvision writes it (`torch.save(model.state_dict())` of a small ResNet),
+    converted by `python -m data_prep.convert_resnet50`."""
+    torch.manual_seed(0)
+    net = TorchResNet(BACKBONE["stage_sizes"], BACKBONE["width"], num_classes=1000)
+    folder = tmp_path_factory.mktemp("torchvision")
+    torch.save(net.state_dict(), folder / "resnet_tiny.pth")
+    out = str(folder / "resnet_tiny.npz")
+    args = ["--torch_checkpoint", str(folder / "resnet_tiny.pth"), "--out", out]
+    proc = _cli(["data_prep.convert_resnet50", *args], repo_root)
+    assert "bottleneck ResNet with stages (1, 1, 1, 1) and width 8" in proc.stdout
+    return out
+
+
+@pytest.fixture
+def pretrained(converted_weights, tmp_path):
+    """This test's own copy of the converted weights (the test deletes it before evaluating)."""
+    path = tmp_path / "resnet.npz"
+    shutil.copyfile(converted_weights, path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def built_data(tmp_path_factory):
+    """`built_data(name)`: a TFDS data_dir with synthetic `name`, built once per test process."""
+    from data_prep import build, synthetic  # noqa: PLC0415
+
+    root = tmp_path_factory.mktemp("recipe_data")
+
+    @functools.cache
+    def get(name):
+        raw, data_dir = root / "raw" / name, root / "built"
+        synthetic.generate(name, str(raw), seed=0, num_ids=NUM_IDS[name], **SYNTHETIC)
+        build.build(name, str(raw), str(data_dir), resize=RESIZE.get(name))
+        return str(data_dir)
+
+    return get
+
+
+def _cli(args, cwd):
+    proc = subprocess.run(
+        [sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, timeout=900
+    )
+    assert proc.returncode == 0, f"{' '.join(args)}\n{proc.stderr[-6000:]}"
+    return proc
+
+
+def _override(key, value):
+    return f"--config.{key}={value}"
+
+
+def _train_and_eval(
+    config_arg, workdir, data_dir, pretrained, repo_root, eval_checkpoint="latest", **extra
+):
+    """Trains with the recipe, then (unless `eval_checkpoint` is None) evaluates its checkpoint;
+    returns both results.json records."""
+    keys = {**SIZE_KEYS, "num_train_steps": NUM_TRAIN_STEPS, "log_every_steps": 1, **extra}
+    common = [
+        "vreid_jax.main",
+        "--config",
+        config_arg,
+        "--workdir",
+        str(workdir),
+        _override("data.data_dir", data_dir),
+        _override("model.pretrained", pretrained),
+        *(_override(k, v) for k, v in keys.items()),
+    ]
+    _cli(common, repo_root)
+    trained = json.loads((workdir / "results.json").read_text())
+    if eval_checkpoint is None:
+        return trained, None
+    os.remove(pretrained)  # Evaluating a checkpoint needs no ImageNet file.
+    evaluate_args = [_override("mode", "eval"), _override("eval.checkpoint", eval_checkpoint)]
+    _cli([*common, *evaluate_args], repo_root)
+    evaluated = json.loads((workdir / "results.json").read_text())
+    return trained, evaluated
+
+
+def _assert_learned(workdir, name):
+    """The logged loss fell, and every parameter leaf of the final state receives a gradient."""
+    lines = (workdir / "metrics.jsonl").read_text().splitlines()
+    logged = [r for r in map(json.loads, lines) if "loss" in r]
+    assert [r["step"] for r in logged] == list(range(1, NUM_TRAIN_STEPS + 1))
+    losses = np.array([r["loss"] for r in logged])
+    assert np.mean(losses[-6:]) < np.mean(losses[:6]), f"{name}: the loss did not fall: {losses}"
+
+    config = json.loads((workdir / "config.json").read_text())
+    ckpt = checkpoint.Checkpointer(str(workdir / "checkpoints"))
+    saved, meta, step = ckpt.restore(None)
+    ckpt.close()
+    assert step == NUM_TRAIN_STEPS
+    model_config = ml_collections.ConfigDict(config["model"])
+    model = models.build_model(model_config, meta["num_classes"])
+    state = state_lib.TrainState(
+        step=saved["step"], params=saved["params"], batch_stats=saved["batch_stats"], opt_state=None
+    )
+    rng = np.random.default_rng(0)
+    p, k = SIZE_KEYS["input.num_ids_per_batch"], SIZE_KEYS["input.num_instances"]
+    batch = {
+        "clips": rng.integers(0, 256, (p * k, 4, 64, 32, 3), dtype=np.uint8),
+        "labels": np.repeat(np.arange(p) % meta["num_classes"], k).astype(np.int32),
+    }
+    grads_fn = functools.partial(
+        train.loss_and_grads,
+        model=model,
+        loss_config=ml_collections.ConfigDict(config["loss"]),
+        seed=0,
+    )
+    grads = jax.jit(grads_fn)(state, batch)[3]
+    dead = [
+        "/".join(key)
+        for key, g in traverse_util.flatten_dict(jax.device_get(grads)).items()
+        if not np.any(g != 0)
+    ]
+    assert not dead, f"{name}: no gradient reaches {dead}"
+
+
+def _assert_same_metrics(trained, evaluated):
+    for key in ("dataset", "protocol", "model", "step", "num_query", "num_gallery"):
+        assert evaluated[key] == trained[key], key
+    for key in evaluate.METRIC_KEYS:
+        assert evaluated[key] == pytest.approx(trained[key], abs=1e-6), key
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset", DATASETS)
+@pytest.mark.parametrize("model", MODELS)
+def test_recipe_trains_from_converted_weights_and_evaluates_its_checkpoint(
+    model, dataset, built_data, pretrained, repo_root, tmp_path
+):
+    name = f"{model}_{dataset}"
+    data_dir = built_data(dataset)
+    workdir = tmp_path / "work"
+    # Every way of naming the checkpoint to evaluate is exercised by some recipe.
+    which = {"mars": "latest", "dukev": "best"}.get(
+        dataset, str(workdir / "checkpoints" / str(NUM_TRAIN_STEPS))
+    )
+    trained, evaluated = _train_and_eval(
+        f"configs/{name}.py", workdir, data_dir, pretrained, repo_root, eval_checkpoint=which
+    )
+    assert trained["dataset"] == dataset and trained["model"] == model
+    assert trained["protocol"].startswith(PROTOCOLS[dataset] + ",")
+    assert trained["step"] == NUM_TRAIN_STEPS
+    _assert_same_metrics(trained, evaluated)
+    _assert_learned(workdir, name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["gltr_ilidsvid", "nl3d_prid2011"])
+def test_ten_split_recipe_reports_the_mean_and_evaluates_every_split(
+    name, built_data, pretrained, repo_root, tmp_path
+):
+    dataset = name.split("_")[1]
+    workdir = tmp_path / "work"
+    # mode=eval over the ten splits once (the plain recipes prove it for every dataset).
+    trained, evaluated = _train_and_eval(
+        f"configs/{name}.py:all_splits",
+        workdir,
+        built_data(dataset),
+        pretrained,
+        repo_root,
+        eval_checkpoint="latest" if dataset == "ilidsvid" else None,
+        num_train_steps=2,
+    )
+    splits = trained["splits"]
+    assert [s["split"] for s in splits] == list(range(10))
+    assert trained["protocol"] == f"{dataset} mean over splits {list(range(10))}, AP standard"
+    for key in evaluate.METRIC_KEYS:
+        assert trained[key] == pytest.approx(np.mean([s[key] for s in splits])), key
+    for split in splits:
+        assert split["protocol"].startswith(f"{dataset}-split{split['split']},")
+        assert split["num_query"] == split["num_gallery"] == 8  # One cam-2 tracklet per query.
+        assert (workdir / f"split_{split['split']}" / "results.json").exists()
+    if evaluated is not None:
+        _assert_same_metrics(trained, evaluated)
+        for split_trained, split_evaluated in zip(splits, evaluated["splits"], strict=True):
+            _assert_same_metrics(split_trained, split_evaluated)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["another ResNet", "no file"])
+def test_wrong_weights_file_stops_before_training_in_one_line(
+    case, built_data, repo_root, tmp_path
+):
+    from test_models_torchvision_names import random_state_dict, torchvision_shapes  # noqa: PLC0415
+
+    weights = tmp_path / "resnet.npz"
+    if case == "another ResNet":  # Twice as wide as the configured backbone.
+        np.savez(weights, **random_state_dict(torchvision_shapes((1, 1, 1, 1), width=16)))
+    workdir = tmp_path / "work"
+    args = [
+        "vreid_jax.main",
+        "--config",
+        "configs/nl3d_mars.py",
+        "--workdir",
+        str(workdir),
+        _override("data.data_dir", built_data("mars")),
+        _override("model.pretrained", weights),
+        *(_override(k, v) for k, v in SIZE_KEYS.items()),
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", *args], cwd=repo_root, capture_output=True, text=True, timeout=900
+    )
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    if case == "another ResNet":
+        assert last.startswith(f"error: {weights}: key 'conv1.weight' has shape (16, 3, 7, 7)")
+        assert "needs (8, 3, 7, 7)" in last and "width 16" in last and "width 8" in last
+    else:
+        assert last.startswith(f"error: config.model.pretrained='{weights}': no such file.")
+        assert "data_prep.convert_resnet50" in last
+    assert not list((workdir / "checkpoints").iterdir())
+    assert (
+        not (workdir / "metrics.jsonl").exists()
+        or "loss" not in (workdir / "metrics.jsonl").read_text()
+    )
