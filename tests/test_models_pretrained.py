@@ -204,6 +204,11 @@ def test_load_into_rejects_unreadable_or_foreign_files(tmp_path):
     path.write_bytes(b"not a zip")
     with pytest.raises(pretrained.PretrainedWeightsError, match="config.model.pretrained="):
         pretrained.load_into({}, str(path), config)
+    torch = pytest.importorskip("torch")
+    torch_file = tmp_path / "resnet50.pth"
+    torch.save({"conv1.weight": torch.zeros(8, 3, 7, 7)}, torch_file)
+    with pytest.raises(pretrained.PretrainedWeightsError, match="is a PyTorch checkpoint; convert"):
+        pretrained.load_into({}, str(torch_file), config)
     foreign = tmp_path / "foreign.npz"
     np.savez(foreign, **{"encoder.weight": np.zeros((2, 2))})
     with pytest.raises(

@@ -290,12 +290,20 @@ def load_npz(npz_path: str) -> dict[str, np.ndarray]:
     """Reads a `.npz` written by `python -m data_prep.convert_resnet50`."""
     try:
         with np.load(npz_path) as data:
-            return {name: data[name] for name in data.files}
+            # torch.save writes a zip archive too; np.load lists its pickle as an entry.
+            torch_checkpoint = any(name.endswith("data.pkl") for name in data.files)
+            arrays = {} if torch_checkpoint else {name: data[name] for name in data.files}
     except (OSError, ValueError, AttributeError) as e:
         raise PretrainedWeightsError(
             f"config.model.pretrained={npz_path!r} cannot be read as a .npz from "
             f"`python -m data_prep.convert_resnet50`: {e}"
         ) from e
+    if torch_checkpoint:
+        raise PretrainedWeightsError(
+            f"config.model.pretrained={npz_path!r} is a PyTorch checkpoint; convert it first: "
+            f"python -m data_prep.convert_resnet50 --torch_checkpoint {npz_path} --out resnet50.npz"
+        )
+    return arrays
 
 
 def load_into(variables: dict, npz_path: str, model_config) -> dict:
