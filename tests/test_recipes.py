@@ -278,3 +278,21 @@ def test_wrong_weights_file_stops_before_training_in_one_line(
         not (workdir / "metrics.jsonl").exists()
         or "loss" not in (workdir / "metrics.jsonl").read_text()
     )
+
+
+@pytest.mark.parametrize("which", ["latest", "best"])
+def test_eval_without_a_checkpoint_stops_in_one_line_before_reading_data(
+    which, repo_root, tmp_path
+):
+    args = ["--config", "configs/gltr_mars.py", "--workdir", str(tmp_path / "work")]
+    args += [_override("mode", "eval"), _override("eval.checkpoint", which)]
+    args += [_override("data.data_dir", tmp_path / "no_data_here")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "vreid_jax.main", *args],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: No {which} checkpoint in ")

@@ -23,6 +23,10 @@ class CheckpointMismatchError(UserError):
     """The checkpoint was written for another model or dataset than the configured one."""
 
 
+class NoCheckpointError(UserError):
+    """There is no checkpoint where one was asked for."""
+
+
 class Checkpointer:
     """A thin policy layer over an orbax `CheckpointManager` with two items: `state` and `meta`."""
 

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from vreid_jax import checkpoint, evaluate, files, logging_utils, models, parallel, train
+from vreid_jax import checkpoint, errors, evaluate, files, logging_utils, models, parallel, train
 from vreid_jax import state as state_lib
 
 
@@ -77,23 +77,23 @@ def evaluate_checkpoint(config, workdir: str) -> dict:
     no ImageNet file is read and no optimizer state is created or read.
     """
     ckpt_dir, step = _checkpoint_location(config.eval.checkpoint, workdir)
-    mesh = parallel.make_mesh()
-    data = train.load_data(config)
-    model = models.build_model(config.model, data.num_classes)
     ckpt = checkpoint.Checkpointer(ckpt_dir)
     if step == "best":
         step = ckpt.best_step()
-        if step is None:
-            raise FileNotFoundError(f"No evaluated (best) checkpoint in {ckpt_dir}.")
-    abstract = state_lib.abstract_variables(model, train.sample_clips(config), mesh)
-    restored = ckpt.restore_variables(abstract, step=step)
-    ckpt.close()
-    if restored is None:
-        raise FileNotFoundError(
-            f"No checkpoint in {ckpt_dir}: train first, or set config.eval.checkpoint to a "
-            "checkpoint step folder."
+    elif step is None:
+        step = ckpt.latest_step()
+    if step is None:  # Checked before any data is read.
+        ckpt.close()
+        raise checkpoint.NoCheckpointError(
+            f"No {config.eval.checkpoint} checkpoint in {ckpt_dir}: train first (the best one needs "
+            "mode=train_and_eval), or set config.eval.checkpoint to a checkpoint step folder."
         )
-    variables, meta, step = restored
+    mesh = parallel.make_mesh()
+    data = train.load_data(config)
+    model = models.build_model(config.model, data.num_classes)
+    abstract = state_lib.abstract_variables(model, train.sample_clips(config), mesh)
+    variables, meta, step = ckpt.restore_variables(abstract, step=step)
+    ckpt.close()
     if (meta["dataset"], meta["num_classes"]) != (data.name, data.num_classes):
         raise checkpoint.CheckpointMismatchError(
             f"Checkpoint step {step} in {ckpt_dir} was trained on {meta['dataset']!r} with "
@@ -114,7 +114,7 @@ def _checkpoint_location(which: str, workdir: str):
         return os.path.join(workdir, "checkpoints"), None if which == "latest" else "best"
     path = os.path.abspath(which)
     if not os.path.isdir(path) or not os.path.basename(path).isdigit():
-        raise ValueError(
+        raise errors.UserError(
             f"config.eval.checkpoint={which!r}: expected 'latest', 'best' or a checkpoint step "
             "folder such as runs/x/checkpoints/1000."
         )
