@@ -28,7 +28,7 @@ def _abstract(module, clips_shape=(2, 4, 64, 32, 3)):
     "overrides, message",
     [
         (dict(name="c3d"), "config.model.name='c3d'"),
-        (dict(depth=34, stage_sizes=()), "config.model.depth=34"),
+        (dict(depth=35, stage_sizes=()), "config.model.depth=35"),
         (dict(stage_sizes=(1, 1, 1)), "config.model.stage_sizes"),
         (dict(temporal_kernel=2), "config.model.temporal_kernel"),
         (dict(temporal_padding="reflect"), "config.model.temporal_padding"),
