@@ -31,6 +31,12 @@ os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "true")
 import pytest  # noqa: E402
 
 
+def pytest_collection_modifyitems(items):
+    """Tests marked slow (command-line runs of minutes) go first: with `-n 2` the long ones then
+    overlap with the many short ones instead of leaving one worker running the last alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture
 def workdir(tmp_path):
     """An empty directory for one test's run outputs."""

@@ -27,7 +27,8 @@ CONTRACT_KEYS = {
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["nl3d", "gltr"])
+# NL3D only: GLTR runs through the same command line in every recipe test (tests/test_recipes.py).
+@pytest.mark.parametrize("model", ["nl3d"])
 def test_demo_runs_end_to_end(model, repo_root, tmp_path):
     workdir = tmp_path / "demo"
     command = [

@@ -116,7 +116,6 @@ def test_trained_parameters_change_features():
     assert not np.allclose(before, extractor(moved, index))
 
 
-@pytest.mark.slow
 def test_rank_reports_reranking_separately():
     config = tiny_config("nl3d", **{"eval.rerank": True})
     rng = np.random.default_rng(0)

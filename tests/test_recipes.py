@@ -159,8 +159,9 @@ def _assert_learned(workdir, name):
     )
     rng = np.random.default_rng(0)
     p, k = SIZE_KEYS["input.num_ids_per_batch"], SIZE_KEYS["input.num_instances"]
+    clip = [SIZE_KEYS[f"input.{key}"] for key in ("clip_len", "height", "width")]
     batch = {
-        "clips": rng.integers(0, 256, (p * k, 4, 64, 32, 3), dtype=np.uint8),
+        "clips": rng.integers(0, 256, (p * k, *clip, 3), dtype=np.uint8),
         "labels": np.repeat(np.arange(p) % meta["num_classes"], k).astype(np.int32),
     }
     grads_fn = functools.partial(
@@ -209,20 +210,20 @@ def test_recipe_trains_from_converted_weights_and_evaluates_its_checkpoint(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["gltr_ilidsvid", "nl3d_prid2011"])
+@pytest.mark.parametrize("name", ["gltr_ilidsvid"])
 def test_ten_split_recipe_reports_the_mean_and_evaluates_every_split(
     name, built_data, pretrained, repo_root, tmp_path
 ):
+    # One ten-split recipe (minutes on 2 cores); PRID-2011 shares every line of this path, and its
+    # recipes run split 0 above.
     dataset = name.split("_")[1]
     workdir = tmp_path / "work"
-    # mode=eval over the ten splits once (the plain recipes prove it for every dataset).
     trained, evaluated = _train_and_eval(
         f"configs/{name}.py:all_splits",
         workdir,
         built_data(dataset),
         pretrained,
         repo_root,
-        eval_checkpoint="latest" if dataset == "ilidsvid" else None,
         num_train_steps=2,
     )
     splits = trained["splits"]
@@ -234,10 +235,9 @@ def test_ten_split_recipe_reports_the_mean_and_evaluates_every_split(
         assert split["protocol"].startswith(f"{dataset}-split{split['split']},")
         assert split["num_query"] == split["num_gallery"] == 8  # One cam-2 tracklet per query.
         assert (workdir / f"split_{split['split']}" / "results.json").exists()
-    if evaluated is not None:
-        _assert_same_metrics(trained, evaluated)
-        for split_trained, split_evaluated in zip(splits, evaluated["splits"], strict=True):
-            _assert_same_metrics(split_trained, split_evaluated)
+    _assert_same_metrics(trained, evaluated)
+    for split_trained, split_evaluated in zip(splits, evaluated["splits"], strict=True):
+        _assert_same_metrics(split_trained, split_evaluated)
 
 
 @pytest.mark.slow
