@@ -49,10 +49,11 @@ def create_train_state(
     """
     variables_fn = lambda: init_variables(model, sample_clips, seed)
     from_variables = lambda variables: _state_from_variables(variables, tx)
-    abstract = jax.eval_shape(lambda: from_variables(variables_fn()))
+    init_state = lambda: from_variables(variables_fn())
+    abstract = jax.eval_shape(init_state)
     shardings = jax.tree.map(lambda _: parallel.replicated(mesh), abstract)
     if overlay is None:
-        state = jax.jit(lambda: from_variables(variables_fn()), out_shardings=shardings)()
+        state = jax.jit(init_state, out_shardings=shardings)()
     else:
         variables = overlay(jax.device_get(jax.jit(variables_fn)()))
         state = jax.jit(from_variables, out_shardings=shardings)(variables)

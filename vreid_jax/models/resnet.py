@@ -30,7 +30,6 @@ STAGE_SIZES = {
     101: (3, 4, 23, 3),
     152: (3, 8, 36, 3),
 }
-BLOCKS = ("basic", "bottleneck")
 # Output channels of a block = this x its inner width.
 EXPANSION = {"basic": 1, "bottleneck": 4}
 
