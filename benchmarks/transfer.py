@@ -10,7 +10,7 @@ own, on this machine, end to end through the users' commands:
    in plain torch) learns frame-level identity classification on rendered people whose identities
    are disjoint from every evaluation dataset below (their trait codes are excluded), seen by
    cameras of their own. ImageNet normalisation, horizontal flips, Adam.
-2. Convert: `torch.save(model.state_dict())`, then `python -m data_prep.convert_resnet50`.
+2. Convert: `torch.save(model.state_dict())`, then `python -m vreid_jax.models.convert_resnet50`.
 3. Fine-tune: `configs/demo.py:model=M` on the demo's synthetic MARS for `--steps` steps at the
    recipes' learning rate (3e-4; the demo's 3e-3 is tuned for training from scratch), once with
    `--config.model.pretrained=<the .npz>` and once from random initialisation, per seed (the seed
@@ -182,7 +182,7 @@ def main() -> None:
         pretraining.update(settings, frames=len(images), seconds=round(time.time() - start))
         print(f"pre-trained: {pretraining}", flush=True)
         torch.save(net.state_dict(), pth)
-        convert = [sys.executable, "-m", "data_prep.convert_resnet50"]
+        convert = [sys.executable, "-m", "vreid_jax.models.convert_resnet50"]
         paths = ["--torch_checkpoint", str(pth), "--out", str(npz)]
         subprocess.run([*convert, *paths], cwd=common.REPO, check=True)
         record_path.write_text(json.dumps(pretraining))

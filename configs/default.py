@@ -90,8 +90,8 @@ def get_config(arg=None):
     config.model.width = 64
     # Stride of the last stage: 1 keeps a 16x8 map at 256x128 (AP3D, GLTR), 2 is torchvision's.
     config.model.last_stride = 1
-    # ImageNet weights: a `.npz` from `python -m data_prep.convert_resnet50` (any torchvision ResNet
-    # matching depth, stage_sizes and width), overlaid on the random init; '' = random init only.
+    # ImageNet weights: a `.npz` from `python -m vreid_jax.models.convert_resnet50` (any torchvision
+    # ResNet matching depth, stage_sizes and width), overlaid on the random init; '' = random init only.
     # Only training reads it: mode=eval restores everything from the checkpoint.
     config.model.pretrained = ""
     # Compute dtype: 'float32' or 'bfloat16' (parameters, BN statistics and losses stay float32).

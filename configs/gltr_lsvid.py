@@ -1,7 +1,7 @@
 r"""GLTR on LS-VID: the paper recipe.
 
   python -m data_prep.build --dataset lsvid --manual_dir RAW --data_dir DATA --resize 256x128
-  python -m data_prep.convert_resnet50 --torch_checkpoint resnet50.pth --out resnet50.npz
+  python -m vreid_jax.models.convert_resnet50 --torch_checkpoint resnet50.pth --out resnet50.npz
   python -m vreid_jax.main --config configs/gltr_lsvid.py --workdir runs/gltr_lsvid \
       --config.data.data_dir=DATA --config.model.pretrained=resnet50.npz
 

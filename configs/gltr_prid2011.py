@@ -1,7 +1,7 @@
 r"""GLTR on PRID-2011: the paper recipe.
 
   python -m data_prep.build --dataset prid2011 --manual_dir RAW --data_dir DATA --resize 256x128
-  python -m data_prep.convert_resnet50 --torch_checkpoint resnet50.pth --out resnet50.npz
+  python -m vreid_jax.models.convert_resnet50 --torch_checkpoint resnet50.pth --out resnet50.npz
   python -m vreid_jax.main --config configs/gltr_prid2011.py:split=0 --workdir runs/gltr_prid2011 \
       --config.data.data_dir=DATA --config.model.pretrained=resnet50.npz
 

@@ -45,7 +45,7 @@ def make(model: str, dataset: str, arg: str | None):
     config.schedule.decay_epochs = 80.0
     config.input.epoch = "tracklet"
     config.num_epochs = 240
-    config.model.pretrained = "resnet50.npz"  # From `python -m data_prep.convert_resnet50`.
+    config.model.pretrained = "resnet50.npz"  # From `python -m vreid_jax.models.convert_resnet50`.
 
     if model == "nl3d":
         # 32 ids x 4 clips of 8 frames: one random frame per 8-frame chunk of a random 64-frame

@@ -1,6 +1,7 @@
 """The build and stats command lines, and the statistics check."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -106,3 +107,13 @@ def test_build_and_read_without_network(tmp_path, monkeypatch):
     )
     build.build("ilidsvid", raw, data_dir)
     assert len(list(reader.read_split("ilidsvid", data_dir, "gallery"))) == 1
+
+
+def test_data_prep_never_imports_vreid_jax():
+    """The packages depend one way only: vreid_jax -> data_prep."""
+    folder = os.path.join(REPO, "data_prep")
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".py"):
+            with open(os.path.join(folder, name)) as f:
+                source = f.read()
+            assert not re.search(r"^\s*(from|import)\s+vreid_jax\b", source, re.M), name

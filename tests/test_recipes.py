@@ -63,14 +63,14 @@ BACKBONE = dict(stage_sizes=(1, 1, 1, 1), width=8)  # Of the torch ResNet standi
 @pytest.fixture(scope="session")
 def converted_weights(tmp_path_factory, repo_root):
     """A `.pth` as torchvision writes it (`torch.save(model.state_dict())` of a small ResNet),
-    converted by `python -m data_prep.convert_resnet50`."""
+    converted by `python -m vreid_jax.models.convert_resnet50`."""
     torch.manual_seed(0)
     net = TorchResNet(BACKBONE["stage_sizes"], BACKBONE["width"], num_classes=1000)
     folder = tmp_path_factory.mktemp("torchvision")
     torch.save(net.state_dict(), folder / "resnet_tiny.pth")
     out = str(folder / "resnet_tiny.npz")
     args = ["--torch_checkpoint", str(folder / "resnet_tiny.pth"), "--out", out]
-    proc = _cli(["data_prep.convert_resnet50", *args], repo_root)
+    proc = _cli(["vreid_jax.models.convert_resnet50", *args], repo_root)
     assert "bottleneck ResNet with stages (1, 1, 1, 1) and width 8" in proc.stdout
     return out
 
@@ -272,7 +272,7 @@ def test_wrong_weights_file_stops_before_training_in_one_line(
         assert "needs (8, 3, 7, 7)" in last and "width 16" in last and "width 8" in last
     else:
         assert last.startswith(f"error: config.model.pretrained='{weights}': no such file.")
-        assert "data_prep.convert_resnet50" in last
+        assert "vreid_jax.models.convert_resnet50" in last
     assert not list((workdir / "checkpoints").iterdir())
     assert (
         not (workdir / "metrics.jsonl").exists()

@@ -280,14 +280,14 @@ def require_file(npz_path: str) -> None:
     if not os.path.isfile(npz_path):
         raise PretrainedWeightsError(
             f"config.model.pretrained={npz_path!r}: no such file. Convert torchvision's ImageNet "
-            "weights once with `python -m data_prep.convert_resnet50 --torch_checkpoint "
+            "weights once with `python -m vreid_jax.models.convert_resnet50 --torch_checkpoint "
             "resnet50-0676ba61.pth --out resnet50.npz` (README, Training recipes), or set "
             "--config.model.pretrained='' to start from random weights."
         )
 
 
 def load_npz(npz_path: str) -> dict[str, np.ndarray]:
-    """Reads a `.npz` written by `python -m data_prep.convert_resnet50`."""
+    """Reads a `.npz` written by `python -m vreid_jax.models.convert_resnet50`."""
     try:
         with np.load(npz_path) as data:
             # torch.save writes a zip archive too; np.load lists its pickle as an entry.
@@ -296,12 +296,13 @@ def load_npz(npz_path: str) -> dict[str, np.ndarray]:
     except (OSError, ValueError, AttributeError) as e:
         raise PretrainedWeightsError(
             f"config.model.pretrained={npz_path!r} cannot be read as a .npz from "
-            f"`python -m data_prep.convert_resnet50`: {e}"
+            f"`python -m vreid_jax.models.convert_resnet50`: {e}"
         ) from e
     if torch_checkpoint:
         raise PretrainedWeightsError(
             f"config.model.pretrained={npz_path!r} is a PyTorch checkpoint; convert it first: "
-            f"python -m data_prep.convert_resnet50 --torch_checkpoint {npz_path} --out resnet50.npz"
+            "python -m vreid_jax.models.convert_resnet50 --torch_checkpoint "
+            f"{npz_path} --out resnet50.npz"
         )
     return arrays
 
