@@ -6,6 +6,7 @@ say so.
 """
 
 from configs import default
+from data_prep import names
 from vreid_jax import config_lib
 
 # Published numbers to compare with (mAP / rank-1 in %, or rank-1 only), from the papers' tables.
@@ -22,8 +23,6 @@ PUBLISHED = {
     ("gltr", "lsvid"): "mAP 44.32 / R1 63.07 (Li et al. 2019)",
 }
 
-TEN_SPLIT_DATASETS = ("ilidsvid", "prid2011")
-
 
 def make(model: str, dataset: str, arg: str | None):
     """The recipe config for `model` on `dataset`; `arg` may set `split=N` or `all_splits`."""
@@ -32,7 +31,7 @@ def make(model: str, dataset: str, arg: str | None):
     config.model.name = model
     config.data.name = dataset
     config.data.split = args.split
-    if dataset in TEN_SPLIT_DATASETS and args.all_splits:
+    if dataset in names.MULTI_SPLIT and args.all_splits:
         config.eval.splits = tuple(range(10))
 
     # Common to both: Adam 3e-4 with coupled L2 5e-4 (PyTorch Adam(weight_decay=...)), exponential
@@ -68,7 +67,7 @@ def make(model: str, dataset: str, arg: str | None):
     else:
         raise ValueError(f"Unknown model {model!r}; expected 'nl3d' or 'gltr'.")
 
-    if dataset in TEN_SPLIT_DATASETS:
+    if dataset in names.MULTI_SPLIT:
         # 150 (iLIDS-VID) / 89 (PRID-2011) train ids: smaller P keeps several batches per epoch.
         config.input.num_ids_per_batch = 8
         config.eval.ap_mode = "standard"

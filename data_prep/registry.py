@@ -6,9 +6,10 @@ Each parser module exposes `NAME`, `IMAGE_FORMAT`, `EXPECTED_TREE`, `INSTRUCTION
 
 from __future__ import annotations
 
+import importlib
+
 import tqdm
 
-from data_prep import dukev, ilidsvid, lsvid, mars, prid2011
 from data_prep.index import (
     BadInput,
     DataPrepError,
@@ -18,10 +19,15 @@ from data_prep.index import (
     unique_keys,
     with_train_labels,
 )
+from data_prep.names import GALLERY_WITHOUT_QUERIES, MULTI_SPLIT, NAMES
 
-DATASETS = {m.NAME: m for m in (mars, dukev, ilidsvid, prid2011, lsvid)}
-# Datasets stored as all tracklets plus 10 published splits applied when reading.
-MULTI_SPLIT = ("ilidsvid", "prid2011")
+# Name -> parser module `data_prep.<name>`, in the order of `NAMES`.
+DATASETS = {name: importlib.import_module(f"data_prep.{name}") for name in NAMES}
+assert all(name == module.NAME for name, module in DATASETS.items())
+
+# The names and storage facts are re-exported from `data_prep.names`, their one definition.
+__all__ = ["DATASETS", "GALLERY_WITHOUT_QUERIES", "MULTI_SPLIT", "NAMES"]
+__all__ += ["get", "parse", "stored_splits"]
 
 
 def get(name: str):

@@ -22,8 +22,8 @@ from PIL import Image
 
 from data_prep import render, synthetic_layouts
 from data_prep.index import DataPrepError
+from data_prep.names import NAMES
 
-LAYOUTS = ("mars", "dukev", "ilidsvid", "prid2011", "lsvid")
 # Per layout: how many cameras the release has.
 _NUM_CAMERAS = {"mars": 6, "dukev": 8, "ilidsvid": 2, "prid2011": 2, "lsvid": 15}
 # DukeMTMC-VideoReID and LS-VID ship large crops of varying size: tracklets are written this much
@@ -81,8 +81,8 @@ class Scene:
 
 
 def _check_args(layout, num_ids, tracklets_per_id, min_len, max_len, height, width, difficulty):
-    if layout not in LAYOUTS:
-        raise DataPrepError(f"Unknown layout {layout!r}; expected one of {LAYOUTS}")
+    if layout not in NAMES:
+        raise DataPrepError(f"Unknown layout {layout!r}; expected one of {NAMES}")
     if num_ids < 2 or tracklets_per_id < 1:
         raise DataPrepError("num_ids must be >= 2 and tracklets_per_id >= 1")
     if not 1 <= min_len <= max_len:
@@ -169,7 +169,7 @@ FLAGS = flags.FLAGS
 
 def _define_flags() -> None:
     # Defined only when run as a script, so importing this module never claims global flag names.
-    flags.DEFINE_enum("layout", None, list(LAYOUTS), "Real dataset layout to write.")
+    flags.DEFINE_enum("layout", None, list(NAMES), "Real dataset layout to write.")
     flags.DEFINE_string("out", None, "Folder to create.")
     flags.DEFINE_integer("seed", 0, "Random seed.")
     flags.DEFINE_integer("num_ids", 64, "Identities per split (train and test each).")

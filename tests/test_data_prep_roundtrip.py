@@ -5,13 +5,12 @@ import os
 import numpy as np
 import pytest
 
-from data_prep import build, reader, synthetic
+from data_prep import build, names, reader, synthetic
 
-LAYOUTS = ("mars", "dukev", "ilidsvid", "prid2011", "lsvid")
 SIZE = dict(num_ids=6, tracklets_per_id=3, min_len=3, max_len=7, height=32, width=16)
 
 
-@pytest.fixture(scope="module", params=LAYOUTS)
+@pytest.fixture(scope="module", params=names.NAMES)
 def built(request, tmp_path_factory):
     """(layout, raw_dir, data_dir, ground truth) of a small built synthetic dataset."""
     layout = request.param

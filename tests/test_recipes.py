@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
+from data_prep import names
 from vreid_jax import checkpoint, evaluate, models, train
 from vreid_jax import state as state_lib
 
@@ -28,7 +29,7 @@ torch = pytest.importorskip("torch")
 from benchmarks.torch_resnet import ResNet as TorchResNet  # noqa: E402  (needs torch)
 
 MODELS = ("nl3d", "gltr")
-DATASETS = ("mars", "dukev", "lsvid", "ilidsvid", "prid2011")
+DATASETS = names.NAMES
 PROTOCOLS = {
     "mars": "mars-official",
     "dukev": "dukev",

@@ -16,14 +16,11 @@ import time
 import numpy as np
 from absl import logging
 
+from data_prep.names import GALLERY_WITHOUT_QUERIES, MULTI_SPLIT, NAMES
 from vreid_jax import logging_utils
 from vreid_jax.data import index as index_lib
 from vreid_jax.data.index import TrackletIndex
 
-NAMES = ("mars", "dukev", "ilidsvid", "prid2011", "lsvid")
-# Datasets whose stored gallery excludes the queries: the gallery is composed per protocol.
-_COMPOSED_GALLERY = ("mars", "lsvid")
-_MULTI_SPLIT = ("ilidsvid", "prid2011")
 MARS_GALLERIES = ("official", "torchreid")
 # How long other processes wait for process 0 to build a synthetic dataset.
 _BUILD_WAIT_SECONDS = 3600.0
@@ -104,7 +101,7 @@ def load(
 
     def read(split, **kw):
         ds = reader.read_split(name, data_dir, split, split_index=data_config.split)
-        if split == "gallery" and name in _COMPOSED_GALLERY:
+        if split == "gallery" and name in GALLERY_WITHOUT_QUERIES:
             ds = ds.filter(lambda example: ~example["is_junk"])
         return index_lib.from_split(ds.as_numpy_iterator(), source=f"{name}/{split}", **kw)
 
@@ -121,11 +118,11 @@ def load(
                 f"The {split} split of {name!r} in config.data.data_dir={data_dir!r} is empty."
             )
     protocol = name
-    if name in _COMPOSED_GALLERY:
+    if name in GALLERY_WITHOUT_QUERIES:
         protocol = f"{name}-{mars_gallery}"
         if mars_gallery == "official":
             gallery = TrackletIndex.concatenate(query, gallery)
-    elif name in _MULTI_SPLIT:
+    elif name in MULTI_SPLIT:
         protocol = f"{name}-split{data_config.split}"
     return ReidData(
         train=train,
