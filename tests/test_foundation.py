@@ -69,7 +69,6 @@ def test_parse_arg_types_and_errors():
 
 
 def test_epochs_to_steps():
-    assert config_lib.steps_per_epoch(2500, 128) == 20
     assert config_lib.epochs_to_steps(1.5, 20) == 30
 
 

@@ -6,8 +6,6 @@ load: `configs/*.py` may import this module and `ml_collections` only.
 
 from __future__ import annotations
 
-import math
-
 import ml_collections
 
 # Config keys whose value must be a positive multiple of something or a sentinel; checked before any
@@ -54,13 +52,6 @@ def _convert(key, value: str, default):
         raise ValueError(
             f"Config argument {key}={value!r} is not a {type(default).__name__}."
         ) from e
-
-
-def steps_per_epoch(num_examples: int, batch_size: int) -> int:
-    """Number of optimiser steps in one pass over `num_examples` with batches of `batch_size`."""
-    if batch_size <= 0:
-        raise ValueError(f"batch size must be positive, got {batch_size}.")
-    return max(1, math.ceil(num_examples / batch_size))
 
 
 def epochs_to_steps(epochs: float, steps_in_epoch: int) -> int:

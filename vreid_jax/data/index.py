@@ -62,6 +62,15 @@ class TrackletIndex:
     def __len__(self) -> int:
         return len(self.frames)
 
+    def training_label_counts(self) -> np.ndarray:
+        """`label_counts`, or a ValueError when this is not a training split with labels."""
+        if self.label_counts is None or len(self.label_counts) == 0:
+            raise ValueError(
+                "The training split is empty or has no training labels: check config.data.name and "
+                "config.data.data_dir."
+            )
+        return self.label_counts
+
     @property
     def num_ids(self) -> int:
         return len(np.unique(self.pids))
@@ -194,7 +203,7 @@ def from_split(
         keep["lengths"].append(len(frames))
         keep["keys"].append(key)
     index = TrackletIndex(
-        **keep, label_counts=_label_counts(np.asarray(all_labels, np.int64), source)
+        **keep, label_counts=_count_labels(np.asarray(all_labels, np.int64), source)
     )
     logging.info(
         "%s%s: %d of %d tracklets, %d frames, %.1f MB encoded, %.1f MB in memory.",
@@ -209,7 +218,8 @@ def from_split(
     return index
 
 
-def _label_counts(labels: np.ndarray, source: str) -> np.ndarray | None:
+def _count_labels(labels: np.ndarray, source: str) -> np.ndarray | None:
+    """Tracklets per label, or None unless every label is >= 0 (a training split)."""
     if len(labels) == 0 or (labels < 0).any():
         return None
     counts = np.bincount(labels)

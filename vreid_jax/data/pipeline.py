@@ -26,7 +26,7 @@ from vreid_jax.data.index import TrackletIndex
 def steps_per_epoch(index: TrackletIndex, input_config) -> int:
     """Training steps per epoch for `input_config` (the same on every process)."""
     return sampling.steps_per_epoch(
-        _label_counts(index),
+        index.training_label_counts(),
         input_config.num_ids_per_batch,
         input_config.num_instances,
         input_config.epoch,
@@ -64,7 +64,7 @@ def train_batches(
        'pids': int64 [P_local * K]}.
     """
     cfg = input_config
-    label_counts = _label_counts(index)
+    label_counts = index.training_label_counts()
     num_ids = cfg.num_ids_per_batch
     if not global_batch_size_check and num_ids > len(label_counts):
         # The most identities that still split evenly over the processes (at least one each).
@@ -311,15 +311,6 @@ def _check_train_config(cfg) -> None:
             f"config.input.pad={cfg.pad} must be >= 0 and config.input.random_erasing="
             f"{cfg.random_erasing} a probability."
         )
-
-
-def _label_counts(index: TrackletIndex) -> np.ndarray:
-    if index.label_counts is None or len(index.label_counts) == 0:
-        raise ValueError(
-            "The training split is empty or has no training labels: check config.data.name and "
-            "config.data.data_dir."
-        )
-    return index.label_counts
 
 
 def _from_batches(batches, signature) -> tf.data.Dataset:
