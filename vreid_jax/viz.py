@@ -6,13 +6,12 @@ never through pyplot: no global backend switch, no figure registry, safe in any 
 
 from __future__ import annotations
 
-import os
-import tempfile
-
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
+
+from vreid_jax import files
 
 CMC_MARKED_RANKS = (1, 5, 10, 20)
 # Frame colours of the ranked list (RGB): a correct identity, a wrong one, and the query.
@@ -27,18 +26,9 @@ _DPI = 100
 
 
 def _save_figure_atomically(figure: Figure, path: str) -> None:
-    """Renders `figure` to PNG next to `path`, then renames, so readers never see a partial file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png.tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            FigureCanvasAgg(figure).print_png(f)
-        os.chmod(tmp, 0o644)  # mkstemp creates owner-only files; reports are meant to be shared.
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """Renders `figure` to PNG at `path` atomically, so readers never see a partial file."""
+    with files.atomic_write(path, "wb") as f:
+        FigureCanvasAgg(figure).print_png(f)
 
 
 def plot_cmc(curves: dict[str, np.ndarray], path: str, title: str) -> None:

@@ -10,15 +10,12 @@ evaluation chunk counts, then writes a PNG with one row per clip of the training
 
 from __future__ import annotations
 
-import os
-import tempfile
-
 import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 from PIL import Image, ImageDraw
 
-from vreid_jax import logging_utils
+from vreid_jax import files, logging_utils
 from vreid_jax.data import sampling
 
 _LABEL_WIDTH = 56  # Pixels left of each row for its pid and label.
@@ -50,17 +47,9 @@ def contact_sheet(clips: np.ndarray, pids: np.ndarray, labels: np.ndarray) -> np
 
 
 def write_png(image: np.ndarray, path: str) -> None:
-    """Writes `image` to `path` atomically (a temporary file in the same folder, then a rename)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(suffix=".png", dir=folder)
-    try:
-        with os.fdopen(handle, "wb") as f:
-            Image.fromarray(image).save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """Writes `image` to `path` as PNG atomically (`vreid_jax.files.atomic_write`)."""
+    with files.atomic_write(path, "wb") as f:
+        Image.fromarray(image).save(f, format="PNG")
 
 
 def inspect(config, out: str, *, num_clips: int = 8, step: int = 0) -> str:

@@ -14,11 +14,11 @@ so a wrong file fails now and not on a training machine. Set `config.model.depth
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 
 import numpy as np
+
+from vreid_jax import files
 
 
 def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
@@ -60,17 +60,9 @@ def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
 
 
 def write_npz_atomic(arrays: dict[str, np.ndarray], out: str) -> None:
-    """Writes `arrays` to `out` through a temporary file in the same folder, then renames."""
-    folder = os.path.dirname(os.path.abspath(out))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, out)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """Writes `arrays` to `out` as `.npz` atomically (`vreid_jax.files.atomic_write`)."""
+    with files.atomic_write(out, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def convert(torch_checkpoint: str, out: str) -> str:
