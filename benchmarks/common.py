@@ -15,6 +15,7 @@ import os
 import pathlib
 import platform
 
+import data_prep  # noqa: F401  (quiets TensorFlow's start-up log: every benchmark imports us first)
 from vreid_jax import files
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -122,12 +123,6 @@ def merge_result(name: str, key: str, record: dict, out: str = "") -> pathlib.Pa
     results = json.loads(path.read_text()) if path.exists() else {}
     results[key] = record
     return write_result(name, dict(sorted(results.items())), str(path))
-
-
-def quiet_tensorflow() -> None:
-    """Silences TensorFlow's import noise (the data pipeline imports it); call before importing it."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
 def pin_cores(cores: int) -> list[int]:

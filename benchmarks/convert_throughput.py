@@ -22,9 +22,7 @@ import time
 
 import common  # benchmarks/common.py (this folder is on sys.path when run as a script)
 
-common.quiet_tensorflow()
-
-from data_prep import build, synthetic  # noqa: E402
+from data_prep import build, synthetic
 
 MARS_FRAMES = 1_191_003
 

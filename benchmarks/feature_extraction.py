@@ -38,7 +38,6 @@ def main() -> None:
     parser.add_argument("--width_channels", type=int, default=64)
     parser.add_argument("--out", default="", help="Result JSON.")
     args = parser.parse_args()
-    common.quiet_tensorflow()
     import jax  # noqa: PLC0415
     import numpy as np  # noqa: PLC0415
 

@@ -53,7 +53,6 @@ def main() -> None:
     args = parser.parse_args()
     cores = common.pin_cores(args.cores)  # Before TensorFlow creates its threads.
 
-    common.quiet_tensorflow()
     import numpy as np  # noqa: PLC0415
     import tensorflow as tf  # noqa: PLC0415
 

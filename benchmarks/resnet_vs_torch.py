@@ -131,7 +131,6 @@ def main() -> None:
     import os  # noqa: PLC0415
 
     cores = common.pin_cores(args.cores or len(os.sched_getaffinity(0)))
-    common.quiet_tensorflow()
     import numpy as np  # noqa: PLC0415
     import torch  # noqa: PLC0415
     from torch_resnet import ResNet  # noqa: PLC0415

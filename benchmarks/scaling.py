@@ -42,7 +42,6 @@ def main() -> None:
         os.environ.get("XLA_FLAGS", "")
         + f" --xla_force_host_platform_device_count={FAKE_CPU_DEVICES}"
     )
-    common.quiet_tensorflow()
     import jax  # noqa: PLC0415
     import train_step  # noqa: PLC0415
 

@@ -171,7 +171,6 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="Untimed steps after the first.")
     parser.add_argument("--out", default="", help="Result JSON (default: results/train_step.json).")
     args = parser.parse_args()
-    common.quiet_tensorflow()
 
     config = build_config(args, args.batch)
     record = measure(

@@ -36,9 +36,6 @@ from PIL import Image
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402
-
-common.quiet_tensorflow()
-
 from data_prep import render  # noqa: E402
 from vreid_jax.data import pixels  # noqa: E402
 

@@ -9,7 +9,16 @@ shards are written or read.
 
 import os
 
-# TensorFlow reads these when it is first imported (by a submodule): keep its start-up log quiet
-# unless the user asked otherwise.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+def quiet_tensorflow_logs() -> None:
+    """Keeps TensorFlow's start-up log quiet unless the user asked otherwise.
+
+    TensorFlow reads these variables when it is first imported, so this runs when this package is
+    imported: the trainer (`vreid_jax.data`, `vreid_jax.logging_utils`) and the benchmarks import
+    `data_prep` before TensorFlow for this. The one place that sets them.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+
+quiet_tensorflow_logs()

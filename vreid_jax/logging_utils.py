@@ -15,8 +15,9 @@ from absl import logging
 
 def quiet_tensorflow() -> None:
     """Silences TensorFlow's import-time noise and keeps it off any GPU (JAX owns the accelerators)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    import data_prep  # noqa: PLC0415
+
+    data_prep.quiet_tensorflow_logs()
     import tensorflow as tf  # noqa: PLC0415  (deliberately late: the env vars must be set first)
 
     tf.config.set_visible_devices([], "GPU")
