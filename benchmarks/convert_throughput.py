@@ -5,7 +5,7 @@ Two measurements on synthetic trees written by `data_prep.synthetic`:
      for MARS's 1,191,003 frames (train 509,914 + test 681,089, REFERENCE.md §3.1). Parsing,
      frame checks and TFRecord writing are all included; the projection assumes linear scaling
      and a disk at least as fast as this one (the page cache is warm after generating).
-  2. The demo-sized dataset (configs/default.py `config.data.synthetic_*`, 128x64): generate and
+  2. The demo-sized dataset (configs/default.py `config.data.synthetic`, 128x64): generate and
      build times, which the quick start pays on first use.
 
 Run: python benchmarks/convert_throughput.py [--num_ids 24]
@@ -23,6 +23,7 @@ import time
 import common  # benchmarks/common.py (this folder is on sys.path when run as a script)
 
 from data_prep import build, synthetic
+from vreid_jax.data import datasets
 
 MARS_FRAMES = 1_191_003
 
@@ -68,7 +69,7 @@ def measure_mars_frames(work: str, num_ids: int) -> dict:
 
 def measure_demo(work: str) -> dict:
     raw, data_dir = os.path.join(work, "demo_raw"), os.path.join(work, "demo_tfds")
-    size = dict(num_ids=64, tracklets_per_id=4, min_len=8, max_len=48, height=128, width=64)
+    size = datasets.generate_kwargs(common.default_config().data.synthetic)
     truth, gen_s = _timed(lambda: synthetic.generate("mars", raw, 0, **size))
     _, build_s = _timed(lambda: build.build("mars", raw, data_dir))
     return {

@@ -31,20 +31,23 @@ def get_config(arg=None):
     config.data.data_dir = ""
     # For iLIDS-VID and PRID-2011: which of the 10 published train/test splits (0-9).
     config.data.split = 0
+    # A synthetic stand-in. The keys besides `enabled` are `data_prep.synthetic.generate`'s keyword
+    # arguments, passed through as they are.
+    config.data.synthetic = ml_collections.ConfigDict()
     # If True and `data_dir` holds no built dataset, generate a synthetic dataset in the real layout
     # of `name` and build it there (the demo uses this; real data is never generated).
-    config.data.synthetic = False
-    # Size of the synthetic dataset when `synthetic` is True: identities per split and tracklets.
-    config.data.synthetic_num_ids = 64
-    config.data.synthetic_tracklets_per_id = 4
-    config.data.synthetic_min_len = 8
-    config.data.synthetic_max_len = 48
+    config.data.synthetic.enabled = False
+    # Size of the synthetic dataset: identities per split and tracklets per identity, their lengths.
+    config.data.synthetic.num_ids = 64
+    config.data.synthetic.tracklets_per_id = 4
+    config.data.synthetic.min_len = 8
+    config.data.synthetic.max_len = 48
     # Frame size the synthetic frames are rendered at (height, width); real MARS frames are 256x128.
-    config.data.synthetic_height = 128
-    config.data.synthetic_width = 64
+    config.data.synthetic.height = 128
+    config.data.synthetic.width = 64
     # Scale of every synthetic nuisance (camera colour cast, background, blur, noise, box jitter,
     # occlusions): 0 = clean centred people; higher = harder for an untrained network.
-    config.data.synthetic_difficulty = 1.0
+    config.data.synthetic.difficulty = 1.0
 
     # ---------------------------------------------------------------- input pipeline
     config.input = ml_collections.ConfigDict()

@@ -21,12 +21,10 @@ def get_config(arg=None):
 
     # Synthetic MARS: generated and built on first use; '' = the user cache folder.
     config.data.name = "mars"
-    config.data.synthetic = True
     config.data.data_dir = ""
-    config.data.synthetic_num_ids = 64
-    config.data.synthetic_tracklets_per_id = 4
-    config.data.synthetic_min_len = 8
-    config.data.synthetic_max_len = 40
+    config.data.synthetic.update(
+        enabled=True, num_ids=64, tracklets_per_id=4, min_len=8, max_len=40
+    )
 
     # A one-block-per-stage, width-16 ResNet; one non-local block in res3 and res4.
     config.model.stage_sizes = (1, 1, 1, 1)

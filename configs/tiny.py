@@ -15,11 +15,7 @@ def get_config(arg=None):
     config.model.name = args.model
 
     config.data.name = "mars"
-    config.data.synthetic = True
-    config.data.synthetic_num_ids = 8
-    config.data.synthetic_tracklets_per_id = 3
-    config.data.synthetic_min_len = 6
-    config.data.synthetic_max_len = 20
+    config.data.synthetic.update(enabled=True, num_ids=8, tracklets_per_id=3, min_len=6, max_len=20)
 
     config.model.stage_sizes = (1, 1, 1, 1)
     config.model.width = 8

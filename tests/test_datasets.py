@@ -1,6 +1,7 @@
 """The dataset registry end to end: synthetic MARS generated, built by data_prep, loaded per process."""
 
 import importlib.util
+import inspect
 
 import numpy as np
 import pytest
@@ -16,15 +17,9 @@ def config(repo_root, tmp_path_factory):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     config = module.get_config()
-    config.data.update(
-        synthetic=True,
-        data_dir=str(tmp_path_factory.mktemp("tfds")),
-        synthetic_num_ids=6,
-        synthetic_tracklets_per_id=2,
-        synthetic_min_len=4,
-        synthetic_max_len=10,
-        synthetic_height=64,
-        synthetic_width=32,
+    config.data.data_dir = str(tmp_path_factory.mktemp("tfds"))
+    config.data.synthetic.update(
+        enabled=True, num_ids=6, tracklets_per_id=2, min_len=4, max_len=10, height=64, width=32
     )
     config.input.update(
         height=64, width=32, num_ids_per_batch=4, num_instances=2, clip_len=4, window=8, pad=2
@@ -93,7 +88,8 @@ def test_errors_name_the_config_key(config, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"config\.eval\.mars_gallery='both'"):
         datasets.load(config.data, mars_gallery="both")
     real = config.copy_and_resolve_references()
-    real.data.update(synthetic=False, data_dir="")
+    real.data.synthetic.enabled = False
+    real.data.data_dir = ""
     with pytest.raises(ValueError, match=r"config\.data\.data_dir is empty"):
         datasets.load(real.data)
     real.data.data_dir = str(tmp_path)
@@ -105,3 +101,16 @@ def test_errors_name_the_config_key(config, tmp_path, monkeypatch):
     monkeypatch.setattr(datasets, "_BUILD_WAIT_SECONDS", 0.01)
     with pytest.raises(TimeoutError, match="waited"):
         datasets.load(waiting.data, process_index=1, process_count=2)
+
+
+def test_synthetic_config_is_generates_keyword_arguments(config):
+    """`config.data.synthetic` less `enabled` goes to `data_prep.synthetic.generate` as it is."""
+    from data_prep import synthetic  # noqa: PLC0415
+
+    keyword_only = {
+        name
+        for name, parameter in inspect.signature(synthetic.generate).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+    assert set(config.data.synthetic) - {"enabled"} <= keyword_only
+    assert datasets.generate_kwargs(config.data.synthetic)["num_ids"] == 6

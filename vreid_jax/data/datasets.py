@@ -2,7 +2,7 @@
 
 `load` reads the training split once without decoding, keeping this process's identity slice, and
 the full query and gallery sets, composed by the dataset's evaluation protocol. With
-`config.data.synthetic`, a missing dataset is first generated in the real on-disk layout and built by
+`config.data.synthetic.enabled`, a missing dataset is first generated in the real on-disk layout and built by
 the real converter (`data_prep`), once, by process 0.
 """
 
@@ -144,7 +144,8 @@ def ensure_built(data_config, *, seed: int = 0, process_index: int = 0) -> str:
     from data_prep import build  # noqa: PLC0415
 
     name, data_dir = data_config.name, data_config.data_dir
-    if data_config.synthetic and not data_dir:
+    synthetic_config = data_config.synthetic
+    if synthetic_config.enabled and not data_dir:
         data_dir = default_synthetic_dir(data_config, seed)
     if not data_dir:
         raise ValueError(
@@ -153,11 +154,11 @@ def ensure_built(data_config, *, seed: int = 0, process_index: int = 0) -> str:
         )
     if build.is_built(name, data_dir):
         return data_dir
-    if not data_config.synthetic:
+    if not synthetic_config.enabled:
         raise ValueError(
             f"No built {name!r} dataset in config.data.data_dir={data_dir!r}. Build it with: "
             f"python -m data_prep.build --dataset {name} --manual_dir RAW --data_dir {data_dir} "
-            "(or set config.data.synthetic=True for a generated stand-in)."
+            "(or set config.data.synthetic.enabled=True for a generated stand-in)."
         )
     if process_index == 0:
         from data_prep import synthetic  # noqa: PLC0415
@@ -165,18 +166,7 @@ def ensure_built(data_config, *, seed: int = 0, process_index: int = 0) -> str:
         raw = os.path.join(data_dir, "raw", name)
         logging.info("Generating a synthetic %s dataset in %s and building it.", name, raw)
         shutil.rmtree(raw, ignore_errors=True)  # Left over by an interrupted generation.
-        synthetic.generate(
-            name,
-            raw,
-            seed=seed,
-            num_ids=data_config.synthetic_num_ids,
-            tracklets_per_id=data_config.synthetic_tracklets_per_id,
-            min_len=data_config.synthetic_min_len,
-            max_len=data_config.synthetic_max_len,
-            height=data_config.synthetic_height,
-            width=data_config.synthetic_width,
-            difficulty=data_config.synthetic_difficulty,
-        )
+        synthetic.generate(name, raw, seed=seed, **generate_kwargs(synthetic_config))
         build.build(name, raw, data_dir)
         return data_dir
     deadline = time.monotonic() + _BUILD_WAIT_SECONDS
@@ -190,13 +180,17 @@ def ensure_built(data_config, *, seed: int = 0, process_index: int = 0) -> str:
     return data_dir
 
 
+def generate_kwargs(synthetic_config) -> dict:
+    """`config.data.synthetic` less `enabled`: `data_prep.synthetic.generate`'s keyword arguments."""
+    return {k: v for k, v in synthetic_config.items() if k != "enabled"}
+
+
 def default_synthetic_dir(data_config, seed: int) -> str:
     """A per-user cache folder for a synthetic dataset, named by everything that shapes it."""
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    c = data_config
+    s = data_config.synthetic
     tag = (
-        f"{c.name}_ids{c.synthetic_num_ids}x{c.synthetic_tracklets_per_id}"
-        f"_len{c.synthetic_min_len}-{c.synthetic_max_len}_{c.synthetic_height}x{c.synthetic_width}"
-        f"_difficulty{c.synthetic_difficulty:g}_seed{seed}"
+        f"{data_config.name}_ids{s.num_ids}x{s.tracklets_per_id}"
+        f"_len{s.min_len}-{s.max_len}_{s.height}x{s.width}_difficulty{s.difficulty:g}_seed{seed}"
     )
     return os.path.join(cache, "vreid_jax", "synthetic", tag)
