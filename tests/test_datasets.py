@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vreid_jax.data import datasets, pipeline
-from vreid_jax.data import inspect as inspect_lib
+from vreid_jax.data import datasets, pipeline, preview
 
 
 @pytest.fixture(scope="module")
@@ -72,9 +71,9 @@ def test_pipelines_run_on_the_built_dataset(data, config):
         pipeline.train_batches(data.train, too_big, seed=0, start_step=0)
 
 
-def test_inspect_writes_a_contact_sheet(data, config, tmp_path):
+def test_preview_writes_a_contact_sheet(data, config, tmp_path):
     out = tmp_path / "sheet.png"
-    text = inspect_lib.inspect(config, str(out), num_clips=3)
+    text = preview.preview(config, str(out), num_clips=3)
     assert "evaluation clips" in text and out.exists()
     width, height = Image.open(out).size
     assert height == 3 * (64 + 2) and width > 4 * 32

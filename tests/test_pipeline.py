@@ -100,7 +100,7 @@ def test_train_errors_name_config_keys(train_index, input_config):
     with pytest.raises(ValueError, match=r"config\.input\.num_ids_per_batch=8 exceeds the 6"):
         pipeline.train_batches(train_index, too_many, seed=0, start_step=0)
     clamped = pipeline.train_batches(
-        train_index, too_many, seed=0, start_step=0, global_batch_size_check=False
+        train_index, too_many, seed=0, start_step=0, shrink_ids_to_dataset=True
     )
     assert next(clamped)["labels"].shape == (12,)
     too_tall = input_config.copy_and_resolve_references()

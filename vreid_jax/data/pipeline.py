@@ -39,7 +39,7 @@ def train_batches(
     *,
     seed: int,
     start_step: int,
-    global_batch_size_check: bool = True,
+    shrink_ids_to_dataset: bool = False,
     process_index: int = 0,
     process_count: int = 1,
 ) -> Iterator[dict]:
@@ -53,8 +53,8 @@ def train_batches(
       input_config: `config.input`.
       seed: the run's seed (non-negative).
       start_step: the first step to produce.
-      global_batch_size_check: if False, a dataset with fewer identities than
-        `num_ids_per_batch` gets batches of all its identities with a warning instead of an error
+      shrink_ids_to_dataset: if True, a dataset with fewer identities than `num_ids_per_batch`
+        gets batches of all its identities (P shrunk to them) with a warning instead of an error
         (for tools that only look at a few clips).
       process_index: this process.
       process_count: number of processes; must divide `num_ids_per_batch`.
@@ -66,7 +66,7 @@ def train_batches(
     cfg = input_config
     label_counts = index.training_label_counts()
     num_ids = cfg.num_ids_per_batch
-    if not global_batch_size_check and num_ids > len(label_counts):
+    if shrink_ids_to_dataset and num_ids > len(label_counts):
         # The most identities that still split evenly over the processes (at least one each).
         num_ids = max(process_count, len(label_counts) - len(label_counts) % process_count)
         logging.warning(

@@ -1,6 +1,6 @@
 r"""Shows what the network is fed: the dataset summary and a contact sheet of sampled training clips.
 
-  python -m vreid_jax.data.inspect --config configs/demo.py --out clips.png [--num_clips 8] \
+  python -m vreid_jax.data.preview --config configs/demo.py --out clips.png [--num_clips 8] \
       [--step 0] [--config.input.pad=0 ...]
 
 Prints the summary table (identities, tracklets, cameras, frames, encoded size per split) and the
@@ -52,7 +52,7 @@ def write_png(image: np.ndarray, path: str) -> None:
         Image.fromarray(image).save(f, format="PNG")
 
 
-def inspect(config, out: str, *, num_clips: int = 8, step: int = 0) -> str:
+def preview(config, out: str, *, num_clips: int = 8, step: int = 0) -> str:
     """Logs and returns the dataset summary; writes the contact sheet of step `step` to `out`."""
     from vreid_jax.data import datasets, pipeline  # noqa: PLC0415  (TensorFlow after quieting it)
 
@@ -65,7 +65,7 @@ def inspect(config, out: str, *, num_clips: int = 8, step: int = 0) -> str:
             f"\n{split}: {clips} evaluation clips of {clip_len} frames, {index.num_frames} frames"
         )
     batches = pipeline.train_batches(
-        data.train, config.input, seed=config.seed, start_step=step, global_batch_size_check=False
+        data.train, config.input, seed=config.seed, start_step=step, shrink_ids_to_dataset=True
     )
     batch = next(batches)
     sheet = contact_sheet(
@@ -92,7 +92,7 @@ def main(argv):
     del argv
     logging_utils.quiet_tensorflow()
     logging.set_verbosity(logging.WARNING)  # The summary is printed below; don't log it twice.
-    print(inspect(FLAGS.config, FLAGS.out, num_clips=FLAGS.num_clips, step=FLAGS.step))
+    print(preview(FLAGS.config, FLAGS.out, num_clips=FLAGS.num_clips, step=FLAGS.step))
 
 
 if __name__ == "__main__":
