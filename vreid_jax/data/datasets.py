@@ -18,8 +18,8 @@ from absl import logging
 
 from data_prep.names import GALLERY_WITHOUT_QUERIES, MULTI_SPLIT, NAMES
 from vreid_jax import logging_utils
-from vreid_jax.data import index as index_lib
-from vreid_jax.data.index import TrackletIndex
+from vreid_jax.data import tracklets
+from vreid_jax.data.tracklets import TrackletIndex
 
 MARS_GALLERIES = ("official", "torchreid")
 # How long other processes wait for process 0 to build a synthetic dataset.
@@ -50,7 +50,7 @@ class ReidData:
     protocol: str
 
     def summary_rows(self) -> list[list]:
-        """Rows of the summary table (header `index.SUMMARY_HEADER`); train is this process's slice."""
+        """Rows of the summary table (header `tracklets.SUMMARY_HEADER`); train is this process's slice."""
         return [
             self.train.summary_row("train (this process)"),
             self.query.summary_row("query"),
@@ -63,7 +63,7 @@ class ReidData:
             f"{self.name} ({self.protocol}): {self.num_classes} training identities, "
             f"{self.num_train_tracklets} training tracklets in all"
         )
-        return logging_utils.log_table(title, index_lib.SUMMARY_HEADER, self.summary_rows())
+        return logging_utils.log_table(title, tracklets.SUMMARY_HEADER, self.summary_rows())
 
 
 def load(
@@ -103,7 +103,7 @@ def load(
         ds = reader.read_split(name, data_dir, split, split_index=data_config.split)
         if split == "gallery" and name in GALLERY_WITHOUT_QUERIES:
             ds = ds.filter(lambda example: ~example["is_junk"])
-        return index_lib.from_split(ds.as_numpy_iterator(), source=f"{name}/{split}", **kw)
+        return tracklets.from_split(ds.as_numpy_iterator(), source=f"{name}/{split}", **kw)
 
     train = read("train", process_index=process_index, process_count=process_count)
     if train.label_counts is None:

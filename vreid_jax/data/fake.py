@@ -14,7 +14,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from vreid_jax.data.index import TrackletIndex
+from vreid_jax.data.tracklets import TrackletIndex
 
 
 def coded_frame(row: int, frame: int, height: int, width: int) -> np.ndarray:

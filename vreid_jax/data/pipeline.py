@@ -20,7 +20,7 @@ import tensorflow as tf
 from absl import logging
 
 from vreid_jax.data import augment, sampling
-from vreid_jax.data.index import TrackletIndex
+from vreid_jax.data.tracklets import TrackletIndex
 
 
 def steps_per_epoch(index: TrackletIndex, input_config) -> int:
