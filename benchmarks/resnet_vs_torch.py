@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 
 import common
@@ -133,7 +134,9 @@ def main() -> None:
     cores = common.pin_cores(args.cores or len(os.sched_getaffinity(0)))
     import numpy as np  # noqa: PLC0415
     import torch  # noqa: PLC0415
-    from torch_resnet import ResNet  # noqa: PLC0415
+
+    sys.path.insert(0, str(common.REPO / "tests"))
+    from torch_resnet import ResNet  # noqa: PLC0415  (the tests' reference network)
 
     torch.set_num_threads(len(cores))
     torch.manual_seed(0)

@@ -83,7 +83,7 @@ def pretrain(images, labels, *, epochs: int, seed: int):
     """Trains the torch ResNet on frame classification; returns it and its accuracy figures."""
     import torch  # noqa: PLC0415  (the optional torch extra)
 
-    from benchmarks.torch_resnet import ResNet  # noqa: PLC0415
+    from tests.torch_resnet import ResNet  # noqa: PLC0415  (the tests' reference network)
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)

@@ -54,17 +54,3 @@ def repo_root():
 def tiny_data_dir(tmp_path_factory):
     """A TFDS data_dir where the tiny config generates and builds its synthetic MARS once."""
     return str(tmp_path_factory.mktemp("tiny_data"))
-
-
-def tiny_config(model="nl3d", **overrides):
-    """configs/tiny.py for `model`, with dotted-key overrides such as `{"input.clip_len": 2}`."""
-    from configs import tiny  # noqa: PLC0415
-
-    config = tiny.get_config(f"model={model}")
-    for key, value in overrides.items():
-        *parents, leaf = key.split(".")
-        node = config
-        for parent in parents:
-            node = node[parent]
-        node[leaf] = value
-    return config

@@ -5,7 +5,7 @@ import sys
 
 import numpy as np
 import pytest
-from test_models_torchvision_names import random_state_dict, torchvision_shapes
+from torchvision_reference import random_state_dict, torchvision_shapes
 
 from configs.default import get_config
 from vreid_jax.models import convert_resnet50, summary

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import traverse_util
-from test_models_torchvision_names import (
+from torchvision_reference import (
     RESNET50_PARAMS,
     RESNET_PARAMS,
     random_state_dict,

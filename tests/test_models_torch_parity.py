@@ -1,6 +1,6 @@
 """Numeric parity with a torchvision-architecture ResNet written in plain torch.
 
-The reference network is `benchmarks/torch_resnet.py` (torchvision's architecture and module
+The reference network is `tests/torch_resnet.py` (torchvision's architecture and module
 names in plain torch; the train-step benchmark against PyTorch uses the same one). Skipped when
 torch is not installed (it is the optional `torch` extra).
 """
@@ -11,12 +11,12 @@ import numpy as np
 import optax
 import pytest
 from flax import traverse_util
-from test_models_torchvision_names import RESNET50_PARAMS
+from torchvision_reference import RESNET50_PARAMS
 
 from vreid_jax.models import pretrained, resnet
 
 torch = pytest.importorskip("torch")
-from benchmarks.torch_resnet import ResNet as TorchResNet  # noqa: E402  (needs torch)
+from torch_resnet import ResNet as TorchResNet  # noqa: E402  (needs torch)
 
 
 def _randomised(net, seed):

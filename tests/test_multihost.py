@@ -13,11 +13,18 @@ import socket
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
-from conftest import tiny_config
+from helpers import tiny_config
 
 from vreid_jax.data import datasets
+
+
+def test_fake_devices_visible():
+    """The harness (conftest.py) gives every test process four CPU devices."""
+    assert jax.device_count() >= 4
+    assert jax.default_backend() == "cpu"
 
 
 def _free_port():

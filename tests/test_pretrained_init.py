@@ -12,9 +12,9 @@ import types
 import jax
 import numpy as np
 import pytest
-from conftest import tiny_config
 from flax import traverse_util
-from test_models_torchvision_names import random_state_dict, torchvision_shapes
+from helpers import tiny_config
+from torchvision_reference import random_state_dict, torchvision_shapes
 
 from vreid_jax import parallel, train
 from vreid_jax import state as state_lib

@@ -4,8 +4,8 @@ torchvision has no CPU build for this environment's torch, so the reference netw
 from the architecture definition: basic blocks (resnet18/34) or bottleneck v1.5 (stride on the 3x3
 conv; resnet50/101/152), 7x7/2 stem, 3x3/2 max-pool with padding 1, a projection shortcut where the
 stride or the channel count changes. Its `state_dict`
-loads into `vreid_jax.models.pretrained.from_torchvision`; the parity test and the PyTorch side of
-`benchmarks/resnet_vs_torch.py` both use it. Needs the optional `torch` extra.
+loads into `vreid_jax.models.pretrained.from_torchvision`; the parity tests use it, and so do the PyTorch
+sides of `benchmarks/resnet_vs_torch.py` and `benchmarks/transfer.py`. Needs the optional `torch` extra.
 """
 
 from __future__ import annotations

@@ -1,0 +1,27 @@
+"""Outputs are written atomically: whole or not at all, never a shared temporary file."""
+
+import os
+
+import pytest
+
+from vreid_jax import files
+
+
+def test_atomic_write_replaces_whole_or_not_at_all(tmp_path):
+    path = tmp_path / "new" / "out.json"
+    files.write_json_atomic(str(path), {"a": 1})
+    assert files.read_json(str(path)) == {"a": 1}
+    assert os.stat(path).st_mode & 0o777 == files.FILE_MODE
+    with pytest.raises(RuntimeError, match="interrupted"), files.atomic_write(str(path)) as f:
+        f.write("{partial")
+        raise RuntimeError("interrupted")
+    assert files.read_json(str(path)) == {"a": 1}  # Untouched, and no temporary file left.
+    with (
+        files.atomic_write(str(path), "wb") as first,
+        files.atomic_write(str(path), "wb") as second,
+    ):
+        first.write(b"1")
+        second.write(b"2")
+    # Concurrent writers never share a temporary file: the last to finish wins, whole.
+    assert path.read_bytes() == b"1"
+    assert os.listdir(path.parent) == ["out.json"]
