@@ -1,6 +1,6 @@
 """Evaluation at MARS scale: feature-extraction frames/s next to the ranking time.
 
-Runs the project's evaluator (`vreid_jax.evaluate.FeatureExtractor`: tf.data decode of every frame,
+Runs the project's evaluator (`vreid_jax.features.extractor_for`: tf.data decode of every frame,
 fixed-shape batches sharded over the devices, the compiled eval forward pass, per-tracklet
 aggregation) over an in-memory set of 256x128 JPEG tracklets, twice (the first call compiles), and
 also times the compiled forward pass alone on a device-resident batch, which separates compute from
@@ -41,7 +41,7 @@ def main() -> None:
     import jax  # noqa: PLC0415
     import numpy as np  # noqa: PLC0415
 
-    from vreid_jax import evaluate, models, parallel  # noqa: PLC0415
+    from vreid_jax import features, models, parallel  # noqa: PLC0415
     from vreid_jax.data import fake  # noqa: PLC0415
 
     config = common.default_config()
@@ -69,7 +69,7 @@ def main() -> None:
         fmt="JPEG",
         train=False,
     )
-    extractor = evaluate.FeatureExtractor(model, config, mesh)
+    extractor = features.extractor_for(model, config, mesh)
     start = time.perf_counter()
     extractor(variables, index)
     first_s = time.perf_counter() - start

@@ -41,7 +41,7 @@ def measure(config, *, num_classes: int, num_devices: int, steps: int, warmup: i
     model = models.build_model(config.model, num_classes)
     tx, lr_fn = optim.create_optimizer(config, steps_per_epoch=1000)
     state, shardings = state_lib.create_train_state(
-        model, tx, train.sample_clips(config), seed=0, mesh=mesh
+        model, tx, state_lib.init_clips(config.input), seed=0, mesh=mesh
     )
     step_fn = train.compile_train_step(model, tx, lr_fn, config, shardings, mesh)
 
@@ -49,7 +49,7 @@ def measure(config, *, num_classes: int, num_devices: int, steps: int, warmup: i
     shape = (batch_size, cfg.clip_len, cfg.height, cfg.width, 3)
     batch = parallel.host_to_global(
         {
-            "clips": rng.standard_normal(shape, dtype=np.float32),
+            "clips": rng.integers(0, 256, shape, dtype=np.uint8),
             "labels": np.repeat(np.arange(cfg.num_ids_per_batch), cfg.num_instances).astype(
                 np.int32
             ),

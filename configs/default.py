@@ -158,9 +158,10 @@ def get_config(arg=None):
 
     # ---------------------------------------------------------------- evaluation
     config.eval = ml_collections.ConfigDict()
-    # Clips (NL3D) or frames (GLTR) per evaluation batch across all devices.
+    # Clip-averaging models (NL3D): clips per evaluation batch across all devices.
     config.eval.batch_size = 32
-    # GLTR: frames per encoder batch; tracklet lengths are padded up to one of these buckets.
+    # Frame-sequence models (GLTR): frames per encoder batch across all devices; the temporal head
+    # sees whole tracklets padded up to one of these lengths.
     config.eval.frame_batch_size = 256
     config.eval.length_buckets = (64, 128, 256, 512, 1024)
     # NL3D: how clip features are combined per tracklet: 'mean' or 'max'.
@@ -199,5 +200,9 @@ def get_config(arg=None):
     config.eval_every_steps = 5000
     config.checkpoint_every_steps = 1000
     config.keep_checkpoints = 2  # The latest N are kept, plus the best by mAP.
+    # Trace this many train steps from `profile_first_step` (0 = off) into workdir/tensorboard: the
+    # TensorBoard Profile tab shows them (with the tensorboard-plugin-profile package).
+    config.profile_steps = 0
+    config.profile_first_step = 10
 
     return config

@@ -1,12 +1,13 @@
-"""Feature extraction: fixed shapes (one compile whatever the tracklet lengths), exact aggregation,
-GLTR's padded buckets equal to the unpadded tracklet, and the evaluation reports."""
+"""Feature extraction and ranking: fixed shapes (one compile whatever the tracklet lengths), exact
+aggregation, GLTR's padded buckets equal to the unpadded tracklet, re-ranking reported apart."""
 
+import chex
 import jax
 import numpy as np
 import pytest
-from conftest import tiny_config
+from helpers import tiny_config
 
-from vreid_jax import evaluate, models, optim, parallel, train
+from vreid_jax import evaluate, features, metrics, models, optim, parallel
 from vreid_jax import state as state_lib
 from vreid_jax.data import fake, pipeline, pixels
 
@@ -19,7 +20,7 @@ def _setup(model_name, **overrides):
     model = models.build_model(config.model, num_classes=3)
     tx, _ = optim.create_optimizer(config, steps_per_epoch=10)
     state, _ = state_lib.create_train_state(
-        model, tx, train.sample_clips(config), seed=0, mesh=mesh
+        model, tx, state_lib.init_clips(config.input), seed=0, mesh=mesh
     )
     return config, model, mesh, state_lib.variables_of(state)
 
@@ -39,13 +40,21 @@ def _clips(index, config):
     return clips, np.concatenate([p["tracklet"] for p in parts])[keep]
 
 
-def test_nl3d_features_compile_once_and_average_clips():
+def _count_traces(monkeypatch, **max_traces):
+    """Makes the named compiled functions of `features` fail when traced more often than given."""
+    chex.clear_trace_counter()
+    for name, n in max_traces.items():
+        monkeypatch.setattr(features, name, chex.assert_max_traces(n=n)(getattr(features, name)))
+
+
+def test_nl3d_features_compile_once_and_average_clips(monkeypatch):
     config, model, mesh, variables = _setup("nl3d")
-    extractor = evaluate.FeatureExtractor(model, config, mesh)
+    _count_traces(monkeypatch, clip_features=1)
+    extractor = features.extractor_for(model, config, mesh)
+    assert isinstance(extractor, features.ClipAverage)  # As the registry declares for NL3D.
     index = _index(LENGTHS)
     feats = extractor(variables, index)
     extractor(variables, _index([2, 50, 11]))  # Other lengths: no new compile.
-    assert extractor._clips._cache_size() == 1
 
     clips, tracklet = _clips(index, config)
     clip_feats = np.asarray(model.apply(variables, pixels.normalize(clips), train=False)[0])
@@ -53,15 +62,14 @@ def test_nl3d_features_compile_once_and_average_clips():
     np.testing.assert_allclose(feats, expected, rtol=1e-4, atol=1e-5)
 
 
-def test_gltr_bucketed_features_equal_unpadded_tracklets():
+def test_gltr_bucketed_features_equal_unpadded_tracklets(monkeypatch):
     config, model, mesh, variables = _setup("gltr")
-    extractor = evaluate.FeatureExtractor(model, config, mesh)
+    num_buckets = len({features.bucket_length(n, (16, 32)) for n in LENGTHS})
+    _count_traces(monkeypatch, frame_features=1, sequence_features=num_buckets)
+    extractor = features.extractor_for(model, config, mesh)
+    assert isinstance(extractor, features.FrameSequence)  # As the registry declares for GLTR.
     index = _index(LENGTHS)
     feats = extractor(variables, index)
-    assert extractor._encode._cache_size() == 1
-    assert extractor._head._cache_size() == len(
-        {evaluate.bucket_length(n, (16, 32)) for n in LENGTHS}
-    )
     batches, num_batches = pipeline.eval_frame_batches(index, config.input, batch_size=16)
     parts = [next(batches) for _ in range(num_batches)]
     keep = np.concatenate([p["mask"] for p in parts])
@@ -82,15 +90,14 @@ def test_gltr_bucketed_features_equal_unpadded_tracklets():
         )
 
 
-def test_gltr_long_tracklet_reuses_the_same_encoder():
+def test_gltr_long_tracklet_reuses_the_same_encoder(monkeypatch):
     """A 1,000-frame tracklet runs the same compiled frame encoder (same peak memory) as a
     64-frame one; only the small temporal head sees the longer bucket."""
     config, model, mesh, variables = _setup("gltr", **{"eval.length_buckets": (64, 1024)})
-    extractor = evaluate.FeatureExtractor(model, config, mesh)
+    _count_traces(monkeypatch, frame_features=1, sequence_features=2)
+    extractor = features.extractor_for(model, config, mesh)
     extractor(variables, _index([64]))
     extractor(variables, _index([1000]))
-    assert extractor._encode._cache_size() == 1
-    assert extractor._head._cache_size() == 2
 
 
 @pytest.mark.parametrize(
@@ -104,12 +111,12 @@ def test_gltr_long_tracklet_reuses_the_same_encoder():
     ],
 )
 def test_bucket_length(length, buckets, expected):
-    assert evaluate.bucket_length(length, buckets) == expected
+    assert features.bucket_length(length, buckets) == expected
 
 
 def test_trained_parameters_change_features():
     config, model, mesh, variables = _setup("nl3d")
-    extractor = evaluate.FeatureExtractor(model, config, mesh)
+    extractor = features.extractor_for(model, config, mesh)
     index = _index([5, 6])
     before = extractor(variables, index)
     moved = jax.tree.map(lambda x: x * 1.1, variables)
@@ -124,7 +131,9 @@ def test_rank_reports_reranking_separately():
     gallery = fake.make_index([2] * 5, 3, height=64, width=32, train=False)
     qf = centres + 0.3 * rng.normal(size=(5, 16))
     gf = np.repeat(centres, 2, axis=0) + 0.3 * rng.normal(size=(10, 16))
-    result = evaluate.rank(qf, gf, query, gallery, config.eval)
-    assert set(result["reranked"]) >= set(evaluate.METRIC_KEYS)
-    assert result["mAP"] > 0.8  # Well-separated identities rank correctly...
-    assert result["reranked"]["mAP"] > 0.8  # ...with and without re-ranking.
+    ranking = evaluate.rank(qf, gf, query, gallery, config.eval)
+    assert ranking.distances.shape == (5, 10)
+    summary = ranking.metrics
+    assert set(summary["reranked"]) >= set(metrics.SUMMARY_KEYS)
+    assert summary["mAP"] > 0.8  # Well-separated identities rank correctly...
+    assert summary["reranked"]["mAP"] > 0.8  # ...with and without re-ranking.

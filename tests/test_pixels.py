@@ -4,9 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import tiny_config
+from helpers import tiny_config
 
-from vreid_jax import evaluate, models, optim, parallel, train
+from vreid_jax import features, losses, models, optim, parallel, train
 from vreid_jax import state as state_lib
 from vreid_jax.data import pixels
 
@@ -19,11 +19,11 @@ def test_normalize_is_torchvision_convention():
     np.testing.assert_allclose(out[0, 0], expected, rtol=1e-5)
 
 
-def test_normalize_passes_floats_and_rejects_other_integers():
-    already = jnp.ones((2, 3), jnp.float32)
-    assert pixels.normalize(already) is already
-    with pytest.raises(TypeError, match="uint8"):
-        pixels.normalize(jnp.ones((2, 3), jnp.int32))
+def test_normalize_accepts_only_uint8():
+    """Normalised floats are refused, so that normalising twice cannot happen silently."""
+    for dtype in (jnp.float32, jnp.int32):
+        with pytest.raises(TypeError, match="uint8"):
+            pixels.normalize(jnp.ones((2, 3), dtype))
 
 
 def test_mean_pixel_normalises_to_about_zero():
@@ -31,16 +31,15 @@ def test_mean_pixel_normalises_to_about_zero():
     assert np.abs(np.asarray(mean)).max() < 0.01
 
 
-def test_steps_on_uint8_equal_steps_on_host_normalised_floats():
+def test_steps_on_uint8_equal_the_model_on_host_normalised_floats():
     """The train step and the eval forward normalise uint8 pixels exactly as the host used to."""
     config = tiny_config("nl3d")
     mesh = parallel.make_mesh()
     module = models.build_model(config.model, 4)
     tx, lr_fn = optim.create_optimizer(config, steps_per_epoch=10)
     state, shardings = state_lib.create_train_state(
-        module, tx, train.sample_clips(config), seed=0, mesh=mesh
+        module, tx, state_lib.init_clips(config.input), seed=0, mesh=mesh
     )
-    step_fn = train.compile_train_step(module, tx, lr_fn, config, shardings, mesh)
     p, k = config.input.num_ids_per_batch, config.input.num_instances
     shape = (p * k, config.input.clip_len, config.input.height, config.input.width, 3)
     raw = np.random.default_rng(0).integers(0, 256, shape).astype(np.uint8)
@@ -48,17 +47,24 @@ def test_steps_on_uint8_equal_steps_on_host_normalised_floats():
     labels = np.repeat(np.arange(p), k).astype(np.int32)
     variables = state_lib.variables_of(state)
 
-    extractor = evaluate.FeatureExtractor(module, config, mesh)
-    feats = [
-        extractor._clips(variables, parallel.host_to_global({"x": x}, mesh)["x"])
-        for x in (raw, host)
-    ]
-    np.testing.assert_allclose(*feats, rtol=1e-5, atol=1e-5)
+    on_device = features.clip_features(
+        module, variables, parallel.host_to_global({"x": raw}, mesh)["x"]
+    )
+    np.testing.assert_allclose(
+        on_device, module.apply(variables, host, train=False)[0], rtol=1e-5, atol=1e-5
+    )
 
-    losses = []
-    for clips in (raw, host):
-        copy = jax.tree.map(jnp.copy, state)  # The step donates its state.
-        batch = parallel.host_to_global({"clips": clips, "labels": labels}, mesh)
-        _, metrics = step_fn(copy, batch)
-        losses.append(float(metrics["loss"]))
-    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-6)
+    (feats, logits), _ = module.apply(
+        variables,
+        host,
+        train=True,
+        rngs={"dropout": jax.random.fold_in(jax.random.key(config.seed), 0)},
+        mutable=["batch_stats"],
+    )
+    loss, _ = losses.total_loss(feats, logits, labels, config.loss)
+    step_fn = train.compile_train_step(module, tx, lr_fn, config, shardings, mesh)
+    # The step donates the state: it runs after everything that reads `variables`.
+    _, step_metrics = step_fn(
+        state, parallel.host_to_global({"clips": raw, "labels": labels}, mesh)
+    )
+    np.testing.assert_allclose(float(step_metrics["loss"]), float(loss), rtol=1e-5)

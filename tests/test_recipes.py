@@ -22,11 +22,12 @@ import pytest
 from flax import traverse_util
 
 from data_prep import names
-from vreid_jax import checkpoint, evaluate, models, train
+from vreid_jax import checkpoint, models, train
 from vreid_jax import state as state_lib
+from vreid_jax.metrics import SUMMARY_KEYS
 
 torch = pytest.importorskip("torch")
-from benchmarks.torch_resnet import ResNet as TorchResNet  # noqa: E402  (needs torch)
+from torch_resnet import ResNet as TorchResNet  # noqa: E402  (needs torch)
 
 MODELS = ("nl3d", "gltr")
 DATASETS = names.NAMES
@@ -183,7 +184,7 @@ def _assert_learned(workdir, name):
 def _assert_same_metrics(trained, evaluated):
     for key in ("dataset", "protocol", "model", "step", "num_query", "num_gallery"):
         assert evaluated[key] == trained[key], key
-    for key in evaluate.METRIC_KEYS:
+    for key in SUMMARY_KEYS:
         assert evaluated[key] == pytest.approx(trained[key], abs=1e-6), key
 
 
@@ -207,7 +208,7 @@ def test_ten_split_recipe_reports_the_mean_and_evaluates_every_split(
     splits = trained["splits"]
     assert [s["split"] for s in splits] == list(range(10))
     assert trained["protocol"] == f"{dataset} mean over splits {list(range(10))}, AP standard"
-    for key in evaluate.METRIC_KEYS:
+    for key in SUMMARY_KEYS:
         assert trained[key] == pytest.approx(np.mean([s[key] for s in splits])), key
     for split in splits:
         assert split["protocol"].startswith(f"{dataset}-split{split['split']},")
@@ -246,7 +247,7 @@ def test_recipe_trains_from_converted_weights_and_evaluates_its_checkpoint(
 def test_wrong_weights_file_stops_before_training_in_one_line(
     case, built_data, repo_root, tmp_path
 ):
-    from test_models_torchvision_names import random_state_dict, torchvision_shapes  # noqa: PLC0415
+    from torchvision_reference import random_state_dict, torchvision_shapes  # noqa: PLC0415
 
     weights = tmp_path / "resnet.npz"
     if case == "another ResNet":  # Twice as wide as the configured backbone.

@@ -9,9 +9,9 @@ import jax
 import numpy as np
 import optax
 import pytest
-from conftest import tiny_config
+from helpers import tiny_config
 
-from vreid_jax import checkpoint, models, optim, parallel, train
+from vreid_jax import checkpoint, logging_utils, models, optim, parallel, train
 from vreid_jax import state as state_lib
 from vreid_jax.data import pipeline
 
@@ -25,7 +25,7 @@ def _fixed_batches(config, num_steps, seed=0):
     shape = (p * k, config.input.clip_len, config.input.height, config.input.width, 3)
     return [
         {
-            "clips": rng.normal(size=shape).astype(np.float32),
+            "clips": rng.integers(0, 256, shape, dtype=np.uint8),
             "labels": np.repeat(rng.choice(NUM_CLASSES, p, replace=False), k).astype(np.int32),
         }
         for _ in range(num_steps)
@@ -38,7 +38,7 @@ def _train_steps(config, devices, batches, tx=None):
     adam, lr_fn = optim.create_optimizer(config, steps_per_epoch=10)
     tx = tx or adam
     state, shardings = state_lib.create_train_state(
-        model, tx, train.sample_clips(config), seed=0, mesh=mesh
+        model, tx, state_lib.init_clips(config.input), seed=0, mesh=mesh
     )
     initial_params = jax.device_get(state.params)
     traced = chex.assert_max_traces(n=1)(train.train_step)
@@ -134,7 +134,7 @@ def test_batch_not_divisible_by_devices_fails_before_compiling(tmp_path, tiny_da
 
 def test_missing_dataset_is_a_clear_error(tmp_path):
     config = tiny_config(
-        "nl3d", **{"data.data_dir": str(tmp_path / "nowhere"), "data.synthetic": False}
+        "nl3d", **{"data.data_dir": str(tmp_path / "nowhere"), "data.synthetic.enabled": False}
     )
     with pytest.raises(ValueError, match="data_prep.build"):
         train.train_and_evaluate(config, str(tmp_path / "work"))
@@ -152,3 +152,31 @@ def test_nonfinite_loss_stops_naming_the_step(tmp_path, tiny_data_dir, monkeypat
     with pytest.raises(train.NonFiniteLossError, match="step 1"):
         train.train_and_evaluate(config, str(tmp_path))
     assert checkpoint.Checkpointer(str(tmp_path / "checkpoints")).latest_step() is None
+
+
+def test_an_exception_mid_training_closes_everything(tmp_path, tiny_data_dir, monkeypatch):
+    """The writer and the checkpointer are closed on the way out of an exception, and the last
+    completed (asynchronous) checkpoint is readable."""
+    config = tiny_config("nl3d", **{"data.data_dir": tiny_data_dir, "mode": "train"})
+    real_batches = pipeline.train_batches
+
+    def batches_then_failure(*args, **kwargs):
+        for step, batch in enumerate(real_batches(*args, **kwargs), kwargs["start_step"] + 1):
+            if step == 5:
+                raise OSError("the disk holding the dataset went away")
+            yield batch
+
+    closed = []
+    for cls in (checkpoint.Checkpointer, logging_utils.MetricWriter):
+        real_close = cls.close
+        monkeypatch.setattr(
+            cls,
+            "close",
+            lambda self, real_close=real_close: (closed.append(type(self)), real_close(self)),
+        )
+    monkeypatch.setattr(pipeline, "train_batches", batches_then_failure)
+    with pytest.raises(OSError, match="went away"):
+        train.train_and_evaluate(config, str(tmp_path))
+    assert sorted(c.__name__ for c in closed) == ["Checkpointer", "MetricWriter"]
+    restored = checkpoint.Checkpointer(str(tmp_path / "checkpoints")).restore(None)
+    assert restored[2] == 3  # checkpoint_every_steps=3: the save at step 3 completed.

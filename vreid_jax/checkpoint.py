@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
@@ -83,10 +82,11 @@ class Checkpointer:
         return None if best is None else best["step"]
 
     def restore(self, abstract_state, step: int | None = None):
-        """Restores `(state as numpy, meta, step)` or None when there is nothing to restore.
+        """Restores `(state, meta, step)` or None when there is nothing to restore.
 
-        `abstract_state` (shapes and dtypes of the live state) is the restore target; None restores
-        the tree as saved (for inspection and tests).
+        `abstract_state` is the restore target: the live state's structure as ShapeDtypeStructs with
+        shardings, onto which orbax reads the arrays directly. None restores the tree as saved, as
+        host numpy (for inspection and tests).
 
         With `step=None` the newest readable checkpoint is used: an unreadable newest one (e.g. a
         save killed half-way) is reported and the previous one is tried. A checkpoint of a model
@@ -100,9 +100,7 @@ class Checkpointer:
                 restored = self._manager.restore(
                     candidate,
                     args=ocp.args.Composite(
-                        state=ocp.args.StandardRestore(
-                            None if abstract_state is None else _as_numpy_target(abstract_state)
-                        ),
+                        state=ocp.args.StandardRestore(abstract_state),
                         meta=ocp.args.JsonRestore(),
                     ),
                 )
@@ -174,12 +172,12 @@ class Checkpointer:
         self._manager.wait_until_finished()
 
     def close(self) -> None:
+        """Waits for an asynchronous save in flight, then releases the manager."""
         self._manager.wait_until_finished()
         self._manager.close()
 
+    def __enter__(self):
+        return self
 
-def _as_numpy_target(abstract_state):
-    """Restore into plain host arrays; the caller places them onto its shardings."""
-    return jax.tree.map(
-        lambda x: np.zeros(x.shape, x.dtype) if hasattr(x, "shape") else x, abstract_state
-    )
+    def __exit__(self, *exc):
+        self.close()

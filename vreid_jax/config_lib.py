@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import ml_collections
 
+from vreid_jax.errors import UserError
+
+# What `config.mode` can ask for (see configs/default.py).
+MODES = ("train_and_eval", "train", "eval")
 # Config keys whose value must be a positive multiple of something or a sentinel; checked before any
 # compile so that a bad value fails in milliseconds, not after minutes of tracing.
 _POSITIVE_INT_KEYS = ("log_every_steps", "eval_every_steps", "checkpoint_every_steps")
@@ -67,18 +71,16 @@ def total_train_steps(config: ml_collections.ConfigDict, steps_in_epoch: int) ->
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-    """Checks the values that need no data or devices; raises ValueError naming the key."""
-    if config.mode not in ("train_and_eval", "train", "eval"):
-        raise ValueError(
-            f"config.mode={config.mode!r}; expected one of 'train_and_eval', 'train', 'eval'."
-        )
+    """Checks the values that need no data or devices; raises UserError naming the key."""
+    if config.mode not in MODES:
+        raise UserError(f"config.mode={config.mode!r}; expected one of {MODES}.")
     for key in _POSITIVE_INT_KEYS:
         if config[key] <= 0:
-            raise ValueError(f"config.{key} must be positive, got {config[key]}.")
+            raise UserError(f"config.{key} must be positive, got {config[key]}.")
     if config.num_train_steps <= 0 and config.num_epochs <= 0:
-        raise ValueError("Set config.num_epochs > 0 or config.num_train_steps > 0.")
+        raise UserError("Set config.num_epochs > 0 or config.num_train_steps > 0.")
     if config.input.num_instances < 2:
-        raise ValueError(
+        raise UserError(
             f"config.input.num_instances={config.input.num_instances}: batch-hard triplet mining "
             "needs at least 2 clips per identity."
         )

@@ -1,6 +1,6 @@
-"""Logging: TensorBoard + `metrics.jsonl` writers, a progress reporter, quiet TensorFlow.
+"""Logging: TensorBoard + `metrics.jsonl` writers, metric tables, quiet TensorFlow and orbax.
 
-This is the only module that imports clu, so the rest of the code depends on a small interface.
+The training loop's progress reporter and profiler are clu's periodic actions (`train.py`).
 """
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging as logging_std
 import os
-import time
 
 from absl import logging
 
@@ -51,58 +50,14 @@ class MetricWriter:
             with open(self._jsonl_path, "a") as f:
                 f.write(json.dumps({"step": int(step), **scalars}) + "\n")
 
-    def write_images(self, step: int, images: dict) -> None:
-        """Images as uint8/float arrays [N, H, W, C], for TensorBoard only."""
-        self._clu.write_images(step, images)
-
-    def flush(self) -> None:
-        self._clu.flush()
-
     def close(self) -> None:
         self._clu.close()
 
+    def __enter__(self):
+        return self
 
-class Progress:
-    """Logs steps/s and the ETA every `every_steps` steps (and returns the numbers)."""
-
-    def __init__(
-        self, total_steps: int, start_step: int = 0, every_steps: int = 50, unit: str = "steps"
-    ):
-        self.total_steps = total_steps
-        self.every_steps = max(1, every_steps)
-        self.unit = unit
-        self._last_step = start_step
-        self._last_time = time.perf_counter()
-
-    def update(self, step: int, extra: str = "") -> dict[str, float] | None:
-        """Call once per step; returns {'steps_per_sec', 'eta_sec'} when it reports, else None."""
-        if step % self.every_steps and step != self.total_steps:
-            return None
-        now = time.perf_counter()
-        rate = (step - self._last_step) / max(now - self._last_time, 1e-9)
-        self._last_step, self._last_time = step, now
-        eta = (self.total_steps - step) / rate if rate > 0 else float("inf")
-        logging.info(
-            "%s %d/%d (%.1f%%)  %.2f %s/s  ETA %s  %s",
-            self.unit,
-            step,
-            self.total_steps,
-            100.0 * step / max(self.total_steps, 1),
-            rate,
-            self.unit,
-            format_seconds(eta),
-            extra,
-        )
-        return {"steps_per_sec": rate, "eta_sec": eta}
-
-
-def format_seconds(seconds: float) -> str:
-    if seconds == float("inf"):
-        return "?"
-    seconds = int(seconds)
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+    def __exit__(self, *exc):
+        self.close()
 
 
 def log_table(title: str, header: list[str], rows: list[list]) -> str:

@@ -10,13 +10,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from vreid_jax.metrics import DISTANCES
+
 # torchreid clamps squared Euclidean distances at this value before the square root; we follow it.
 # It keeps the square root's gradient finite (at most 1 / (2 * 1e-6)) at zero distance, and the
 # clamp itself has zero gradient there, so identical features give a zero, not NaN, gradient.
 _MIN_SQUARED_DISTANCE = 1e-12
 # Squared norms are clamped at this value before `rsqrt` when normalising for the cosine distance.
 _MIN_SQUARED_NORM = 1e-24
-DISTANCES = ("euclidean", "cosine")
 
 
 def _valid(mask, batch_size: int) -> jax.Array:

@@ -2,18 +2,16 @@ r"""Command-line entry point.
 
   python -m vreid_jax.main --config configs/<file>.py[:arg] --workdir DIR [--config.key=value ...]
 
-Only this file reads absl flags: everything it calls takes `(config, workdir)`, so a notebook can call
-the library directly.
+Only this file reads absl flags. It calls `vreid_jax.run.run(config, workdir)`, the same function a
+notebook calls, which validates the config and records it in `workdir/config.json`.
 """
 
-import json
-import os
 import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from vreid_jax import config_lib, errors, files, logging_utils
+from vreid_jax import config_lib, errors, logging_utils
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
@@ -29,26 +27,16 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    config = FLAGS.config
-    workdir = FLAGS.workdir
     try:
-        config_lib.validate(config)
-    except ValueError as e:
-        sys.exit(f"error: {e}")
+        # Checked before the heavy imports: a mistyped value fails in a second.
+        config_lib.validate(FLAGS.config)
+        # TensorFlow is only the input pipeline: keep it quiet and away from the accelerators.
+        logging_utils.quiet_tensorflow()
+        logging_utils.quiet_libraries()
+        from vreid_jax import parallel, run  # noqa: PLC0415  (imports jax; after the TF set-up)
 
-    # TensorFlow is only the input pipeline: keep it quiet and away from the accelerators.
-    logging_utils.quiet_tensorflow()
-    logging_utils.quiet_libraries()
-    from vreid_jax import parallel, run  # noqa: PLC0415  (imports jax; after the TF set-up)
-
-    parallel.initialize_distributed(config.mesh)
-    os.makedirs(workdir, exist_ok=True)
-    import jax  # noqa: PLC0415
-
-    if jax.process_index() == 0:
-        files.write_json_atomic(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
-    try:
-        run.run(config, workdir)
+        parallel.initialize_distributed(FLAGS.config.mesh)
+        run.run(FLAGS.config, FLAGS.workdir)
     except errors.UserError as e:  # A problem the user can fix: one line, no traceback.
         sys.exit(f"error: {e}")
 

@@ -18,7 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import sparse
 
-METRICS = ("euclidean", "cosine")
+DISTANCES = ("euclidean", "cosine")
+# The CMC ranks every report shows, and the metrics a results record carries.
+RANKS = (1, 5, 10, 20)
+SUMMARY_KEYS = ("mAP", "mINP", *(f"rank{r}" for r in RANKS))
 AP_MODES = ("standard", "trapezoid")
 # evaluate_rank processes this many distance-matrix entries per chunk of queries (bounds memory to
 # roughly 15 bytes per entry: about 60 MB per chunk, whatever the dataset size).
@@ -60,8 +63,8 @@ def pairwise_distances(
     Returns:
       [Nq, Ng] float32 numpy array.
     """
-    if metric not in METRICS:
-        raise ValueError(f"Unknown distance metric {metric!r}; expected one of {METRICS}.")
+    if metric not in DISTANCES:
+        raise ValueError(f"Unknown distance metric {metric!r}; expected one of {DISTANCES}.")
     qf, gf = np.asarray(qf, np.float32), np.asarray(gf, np.float32)
     if qf.ndim != 2 or gf.ndim != 2 or qf.shape[1] != gf.shape[1]:
         raise ValueError(

@@ -8,6 +8,8 @@ import jax
 import numpy as np
 from absl import logging
 
+from vreid_jax import errors
+
 
 def initialize_distributed(mesh_config) -> None:
     """Initialises multi-host JAX when the job has several processes; a no-op otherwise.
@@ -67,15 +69,14 @@ def replicated(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
     return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
 
-def local_batch_size(global_batch_size: int, mesh: jax.sharding.Mesh, what: str) -> int:
-    """This process's share of a global batch; errors (naming `what`) if it does not divide evenly."""
+def check_divisible(global_batch_size: int, mesh: jax.sharding.Mesh, what: str) -> None:
+    """Raises (naming the config key `what`) unless the global batch splits evenly over the mesh."""
     num_devices = mesh.devices.size
     if global_batch_size % num_devices:
-        raise ValueError(
+        raise errors.UserError(
             f"{what}={global_batch_size} is not divisible by the {num_devices} devices of the "
             "mesh; choose a multiple of the device count."
         )
-    return global_batch_size // jax.process_count()
 
 
 def host_to_global(batch, mesh: jax.sharding.Mesh):

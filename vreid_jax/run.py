@@ -6,21 +6,38 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import jax
-import numpy as np
 from absl import logging
 
-from vreid_jax import checkpoint, errors, evaluate, files, logging_utils, models, parallel, train
+from vreid_jax import (
+    checkpoint,
+    config_lib,
+    errors,
+    evaluate,
+    features,
+    files,
+    models,
+    parallel,
+    reports,
+    train,
+)
 from vreid_jax import state as state_lib
 
 
 def run(config, workdir: str):
-    """Runs `config.mode` ('train_and_eval', 'train' or 'eval') in `workdir`; returns its record."""
-    if config.mode not in ("train_and_eval", "train", "eval"):
-        raise ValueError(f"Unknown config.mode={config.mode!r}.")
+    """Runs `config.mode` in `workdir` and returns its record (None for mode=train or when stopped
+    by a signal). The command line and notebooks both come here.
+
+    Validates the config first (UserError naming the key), then records it as
+    `workdir/config.json` (process 0), so every workdir says how it was made.
+    """
+    config_lib.validate(config)
     os.makedirs(workdir, exist_ok=True)
+    if jax.process_index() == 0:
+        files.write_json_atomic(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
     if config.eval.splits:
         return _run_splits(config, workdir)
     if config.mode == "eval":
@@ -37,36 +54,12 @@ def _run_splits(config, workdir: str) -> dict | None:
             split_config.data.split = int(split)
             split_config.eval.splits = ()
         logging.info("=== %s split %d ===", config.data.name, split)
-        split_dir = os.path.join(workdir, f"split_{split}")
-        os.makedirs(split_dir, exist_ok=True)
-        records.append(run(split_config, split_dir))
+        records.append(run(split_config, os.path.join(workdir, f"split_{split}")))
     if any(r is None for r in records):  # Training only, or stopped by a signal.
         return None
-    mean = {k: float(np.mean([r[k] for r in records])) for k in evaluate.METRIC_KEYS}
-    record = {
-        **{k: records[0][k] for k in ("dataset", "model")},
-        "protocol": f"{config.data.name} mean over splits {list(config.eval.splits)}, "
-        f"AP {config.eval.ap_mode}",
-        "step": records[0]["step"],
-        "num_query": records[0]["num_query"],
-        "num_gallery": records[0]["num_gallery"],
-        **mean,
-        "splits": [
-            {"split": int(s), **r} for s, r in zip(config.eval.splits, records, strict=True)
-        ],
-    }
-    if jax.process_index() == 0:
-        files.write_json_atomic(os.path.join(workdir, "results.json"), record)
-    rows = [
-        [f"split {s}"] + [100 * r[k] for k in evaluate.METRIC_KEYS]
-        for s, r in zip(config.eval.splits, records, strict=True)
-    ]
-    rows.append(["mean"] + [100 * mean[k] for k in evaluate.METRIC_KEYS])
-    logging_utils.log_table(
-        f"{record['model']} on {record['dataset']}: {len(records)} splits, in %",
-        ["split", *evaluate.METRIC_KEYS],
-        rows,
-    )
+    record = reports.splits_record(records, config)
+    reports.write_results(workdir, record)
+    reports.print_table(record)
     return record
 
 
@@ -91,7 +84,7 @@ def evaluate_checkpoint(config, workdir: str) -> dict:
     mesh = parallel.make_mesh()
     data = train.load_data(config)
     model = models.build_model(config.model, data.num_classes)
-    abstract = state_lib.abstract_variables(model, train.sample_clips(config), mesh)
+    abstract = state_lib.abstract_variables(model, state_lib.init_clips(config.input), mesh)
     variables, meta, step = ckpt.restore_variables(abstract, step=step)
     ckpt.close()
     if (meta["dataset"], meta["num_classes"]) != (data.name, data.num_classes):
@@ -100,11 +93,12 @@ def evaluate_checkpoint(config, workdir: str) -> dict:
             f"{meta['num_classes']} identities; config.data is {data.name!r} with "
             f"{data.num_classes}. Evaluate it with the dataset it was trained on."
         )
-    extractor = evaluate.FeatureExtractor(model, config, mesh)
-    result = evaluate.evaluate(extractor, variables, data, config)
-    record = evaluate.results_record(result, data, config, step)
-    evaluate.write_reports(workdir, record, result, data, config)
-    evaluate.print_table(record)
+    ranking = evaluate.evaluate(
+        features.extractor_for(model, config, mesh), variables, data, config
+    )
+    record = reports.results_record(ranking.metrics, data, config, step)
+    reports.write_reports(workdir, record, ranking, data, config)
+    reports.print_table(record)
     return record
 
 

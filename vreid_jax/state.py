@@ -23,6 +23,13 @@ class TrainState(flax.struct.PyTreeNode):
     opt_state: Any
 
 
+def init_clips(input_config) -> jax.Array:
+    """The input `model.init` traces with: one zero (already normalised) clip of the training shape
+    `[1, T, H, W, 3]` from `config.input`."""
+    shape = (1, input_config.clip_len, input_config.height, input_config.width, 3)
+    return jnp.zeros(shape, jnp.float32)
+
+
 def init_variables(model, sample_clips, seed: int) -> dict:
     """The model's random initialisation for `seed`: `{'params', 'batch_stats'}` (traceable)."""
     key = jax.random.key(seed)

@@ -1,8 +1,10 @@
 """Training: `train_and_evaluate(config, workdir)` and the jitted train step.
 
-Read top to bottom, `train_and_evaluate` is the whole algorithm: mesh, data, model and optimizer,
+Read top to bottom, `_train_and_evaluate` is the whole algorithm: mesh, data, model and optimizer,
 state (restored when the workdir has a checkpoint), the compiled step, the loop with logging,
-evaluation and checkpoints, and the final report.
+evaluation and checkpoints, and the final report. The loop does each periodic thing in one place:
+one `is_time` rule, one finiteness check (at log and save steps, before anything is written), and
+clu's progress reporter and profiler as per-step hooks.
 """
 
 from __future__ import annotations
@@ -13,21 +15,23 @@ import math
 import signal
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import logging
+from clu import periodic_actions
 
 from vreid_jax import (
     checkpoint,
     config_lib,
     evaluate,
+    features,
     files,
     logging_utils,
     losses,
     models,
     optim,
     parallel,
+    reports,
 )
 from vreid_jax import state as state_lib
 from vreid_jax.data import datasets, pipeline, pixels
@@ -43,7 +47,7 @@ def loss_and_grads(state, batch, *, model, loss_config, seed):
 
     Returns `(loss, terms, new_batch_stats, grads)`. Pure: dropout comes from (seed, step).
     `batch["clips"]` holds uint8 pixels as the pipeline delivers them (normalised here, on the
-    device; see `vreid_jax.data.pixels`) or already-normalised floats.
+    device; see `vreid_jax.data.pixels`).
     """
     dropout_key = jax.random.fold_in(jax.random.key(seed), state.step)
     clips = pixels.normalize(batch["clips"])
@@ -127,12 +131,6 @@ def load_data(config):
     return data
 
 
-def sample_clips(config) -> jax.Array:
-    """A batch-of-one input with the training clip shape, for initialisation."""
-    shape = (1, config.input.clip_len, config.input.height, config.input.width, 3)
-    return jnp.zeros(shape, jnp.float32)
-
-
 def build(config, data, mesh, *, overlay_pretrained: bool = True):
     """Model, optimizer, learning-rate schedule and the freshly initialised state.
 
@@ -148,46 +146,59 @@ def build(config, data, mesh, *, overlay_pretrained: bool = True):
             variables, config.model.pretrained, config.model
         )
     state, shardings = state_lib.create_train_state(
-        model, tx, sample_clips(config), seed=config.seed, mesh=mesh, overlay=overlay
+        model, tx, state_lib.init_clips(config.input), seed=config.seed, mesh=mesh, overlay=overlay
     )
     return model, tx, lr_fn, state, shardings
 
 
 def restore_or_keep(ckpt, state, shardings):
-    """The newest readable checkpoint placed on `shardings`, or `state` when there is none."""
-    restored = ckpt.restore(jax.eval_shape(lambda: state))
+    """The newest readable checkpoint, read straight onto `shardings`, or `state` when there is none."""
+    target = jax.tree.map(
+        lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+        state,
+        shardings,
+    )
+    restored = ckpt.restore(target)
     if restored is None:
         return state
-    host_state, _, step = restored
+    restored_state, _, step = restored
     logging.info("Resuming from checkpoint step %d in %s.", step, ckpt.directory)
-    return jax.device_put(host_state, shardings)
+    return restored_state
 
 
 def train_and_evaluate(config, workdir: str) -> dict | None:
-    """Trains `config.model` on `config.data`, evaluating periodically; returns the final record."""
-    # ------------------------------------------------------------------ devices, logging
+    """Trains `config.model` on `config.data`, evaluating periodically; returns the final record
+    (None for mode=train or when stopped by a signal).
+
+    The metric writer and the checkpointer are closed on every way out, exceptions included, so
+    an asynchronous save in flight always completes.
+    """
+    with (
+        logging_utils.MetricWriter(workdir, is_main_process=jax.process_index() == 0) as writer,
+        checkpoint.Checkpointer(f"{workdir}/checkpoints", keep=config.keep_checkpoints) as ckpt,
+    ):
+        return _train_and_evaluate(config, workdir, writer, ckpt)
+
+
+def _train_and_evaluate(config, workdir: str, writer, ckpt) -> dict | None:
+    # ------------------------------------------------------------------ devices, data
     mesh = parallel.make_mesh()
-    is_main = jax.process_index() == 0
-    writer = logging_utils.MetricWriter(workdir, is_main_process=is_main)
     global_batch = config.input.num_ids_per_batch * config.input.num_instances
-    parallel.local_batch_size(global_batch, mesh, "config.input.num_ids_per_batch * num_instances")
-    ckpt = checkpoint.Checkpointer(f"{workdir}/checkpoints", keep=config.keep_checkpoints)
+    parallel.check_divisible(global_batch, mesh, "config.input.num_ids_per_batch * num_instances")
     # A resumed run takes every weight from its checkpoint: the ImageNet file is only read at start.
     start_from_file = bool(config.model.pretrained) and ckpt.latest_step() is None
     if start_from_file:
         pretrained.require_file(config.model.pretrained)
-
-    # ------------------------------------------------------------------ data
     data = load_data(config)
-    epoch_steps = pipeline.steps_per_epoch(data.train, config.input)
-    total_steps = config_lib.total_train_steps(config, epoch_steps)
+    total_steps = config_lib.total_train_steps(
+        config, pipeline.steps_per_epoch(data.train, config.input)
+    )
     logging.info(
-        "Batch %d ids x %d clips = %d clips over %d devices; %d steps per epoch; %d steps in all.",
+        "Batch %d ids x %d clips = %d clips over %d devices; %d steps in all.",
         config.input.num_ids_per_batch,
         config.input.num_instances,
         global_batch,
         mesh.devices.size,
-        epoch_steps,
         total_steps,
     )
 
@@ -198,18 +209,9 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
     logging_utils.log_parameter_overview(state.params)
     state = restore_or_keep(ckpt, state, shardings)
     start_step = int(state.step)
-    extractor = evaluate.FeatureExtractor(model, config, mesh)
-
-    untrained, untrained_path = None, f"{workdir}/untrained.json"
-    if config.mode == "train_and_eval" and config.eval.before_training and start_step == 0:
-        untrained = evaluate.evaluate(extractor, state_lib.variables_of(state), data, config)
-        evaluate.write_scalars(writer, 0, data.name, untrained, prefix="eval_untrained")
-        if is_main:
-            files.write_json_atomic(untrained_path, _without_private(untrained))
-    elif config.eval.before_training:
-        untrained = files.read_json(untrained_path)  # Measured before an interruption.
-
-    # ------------------------------------------------------------------ the compiled step
+    evaluating = config.mode == "train_and_eval"
+    extractor = features.extractor_for(model, config, mesh)
+    untrained = _untrained_summary(config, workdir, writer, extractor, state, data, start_step)
     step_fn = compile_train_step(model, tx, lr_fn, config, shardings, mesh)
 
     # ------------------------------------------------------------------ the loop
@@ -221,94 +223,125 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )
-    progress = logging_utils.Progress(total_steps, start_step, config.log_every_steps)
-    pending, window = None, []
-    last_result = None
+    progress = periodic_actions.ReportProgress(
+        num_train_steps=total_steps,
+        writer=writer,
+        every_steps=config.log_every_steps,
+        every_secs=None,
+    )
+    hooks = [progress, *_profiler(config, workdir)]
+    is_time = lambda step, every: step % every == 0 or step == total_steps
+    unchecked, since_log = (
+        [],
+        [],
+    )  # Metrics on the device not yet checked; host ones not yet logged.
+    ranking = None
     with _StopRequest() as stop:
         for step in range(start_step + 1, total_steps + 1):
-            batch = parallel.host_to_global(next(batches), mesh)
-            state, metrics = step_fn(state, batch)
-            # Check the previous step's metrics while this one runs (keeps the device busy).
-            if pending is not None:
-                window.append(_check_finite(*pending))
-            pending = (step, metrics)
+            with jax.profiler.StepTraceAnnotation("train", step_num=step):
+                state, metrics = step_fn(state, parallel.host_to_global(next(batches), mesh))
+            unchecked.append(metrics)
+            log_now = is_time(step, config.log_every_steps)
+            eval_now = evaluating and is_time(step, config.eval_every_steps)
+            save_now = eval_now or stop.signal_name or is_time(step, config.checkpoint_every_steps)
 
-            if step % config.log_every_steps == 0 or step == total_steps:
-                window.append(_check_finite(*pending))
-                pending = None
-                report = progress.update(step, f"loss {window[-1]['loss']:.4f}")
-                summary = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
-                if report:
-                    summary["clips_per_sec"] = report["steps_per_sec"] * global_batch
+            if log_now or save_now:  # Nothing is logged, evaluated or saved after a NaN.
+                since_log += _checked_finite(unchecked, step)
+                unchecked = []
+            if log_now:
+                summary = {k: float(np.mean([m[k] for m in since_log])) for k in since_log[0]}
                 writer.write_scalars(step, summary)
-                window = []
-
-            evaluated = None
-            if config.mode == "train_and_eval" and (
-                step % config.eval_every_steps == 0 or step == total_steps
-            ):
-                evaluated = evaluate.evaluate(
-                    extractor, state_lib.variables_of(state), data, config
-                )
-                evaluate.write_scalars(writer, step, data.name, evaluated)
                 logging.info(
-                    "step %d: mAP %.4f rank-1 %.4f", step, evaluated["mAP"], evaluated["rank1"]
+                    "step %d: %s", step, ", ".join(f"{k} {v:.4g}" for k, v in summary.items())
                 )
-                last_result = evaluated
-            if (
-                step % config.checkpoint_every_steps == 0
-                or step == total_steps
-                or evaluated is not None
-                or stop.signal_name
-            ):
-                if pending is not None:
-                    window.append(_check_finite(*pending))
-                    pending = None
-                ckpt.save(
+                since_log = []
+            if eval_now:
+                with progress.timed("eval"):
+                    ranking = evaluate.evaluate(
+                        extractor, state_lib.variables_of(state), data, config
+                    )
+                reports.write_scalars(writer, step, data.name, ranking.metrics)
+                logging.info(
+                    "step %d: mAP %.4f rank-1 %.4f",
                     step,
-                    state,
-                    _meta(config, data),
-                    metrics={"mAP": evaluated["mAP"]} if evaluated else None,
+                    ranking.metrics["mAP"],
+                    ranking.metrics["rank1"],
                 )
+            if save_now:
+                best_metric = {"mAP": ranking.metrics["mAP"]} if eval_now else None
+                ckpt.save(step, state, _meta(config, data), metrics=best_metric)
+            for hook in hooks:
+                hook(step)
             if stop.signal_name:
-                ckpt.close()
                 logging.info(
-                    "Received %s at step %d: checkpoint saved in %s; rerun the same "
-                    "command to resume.",
+                    "Received %s at step %d: checkpoint saved in %s; rerun the same command to "
+                    "resume.",
                     stop.signal_name,
                     step,
                     ckpt.directory,
                 )
-                writer.close()
                 return None
-    ckpt.close()
 
     # ------------------------------------------------------------------ final report
-    record = None
-    if config.mode == "train_and_eval":
-        if last_result is None:  # Resumed after the last step: evaluate what was restored.
-            last_result = evaluate.evaluate(extractor, state_lib.variables_of(state), data, config)
-        record = evaluate.results_record(last_result, data, config, int(state.step), untrained)
-        evaluate.write_reports(workdir, record, last_result, data, config, untrained)
-        evaluate.print_table(record)
-    writer.close()
+    if not evaluating:
+        return None
+    if ranking is None:  # Resumed after the last step: evaluate what was restored.
+        ranking = evaluate.evaluate(extractor, state_lib.variables_of(state), data, config)
+    record = reports.results_record(ranking.metrics, data, config, int(state.step), untrained)
+    reports.write_reports(workdir, record, ranking, data, config, untrained)
+    reports.print_table(record)
     return record
 
 
-def _check_finite(step: int, metrics) -> dict:
-    values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-    if not all(math.isfinite(v) for v in values.values()):
-        terms = ", ".join(f"{k}={v}" for k, v in values.items())
-        raise NonFiniteLossError(
-            f"Non-finite loss at step {step} ({terms}). The last good checkpoint is kept; lower "
-            "config.optim.learning_rate or check the data."
+def _untrained_summary(config, workdir, writer, extractor, state, data, start_step):
+    """With `config.eval.before_training`: the metrics of the network before any training step,
+    measured at step 0 or, in a resumed run, read back from `untrained.json`."""
+    if not (config.mode == "train_and_eval" and config.eval.before_training):
+        return None
+    path = f"{workdir}/untrained.json"
+    if start_step > 0:
+        return files.read_json(path)  # Measured before an interruption.
+    summary = evaluate.evaluate(extractor, state_lib.variables_of(state), data, config).metrics
+    reports.write_scalars(writer, 0, data.name, summary, prefix="eval_untrained")
+    if jax.process_index() == 0:
+        files.write_json_atomic(path, summary)
+    return summary
+
+
+def _profiler(config, workdir: str) -> list:
+    """With `config.profile_steps` > 0: a hook that traces that many steps from
+    `config.profile_first_step` into the TensorBoard folder (its Profile tab shows the trace)."""
+    if config.profile_steps <= 0:
+        return []
+    return [
+        periodic_actions.Profile(
+            logdir=f"{workdir}/tensorboard",
+            num_profile_steps=config.profile_steps,
+            profile_duration_ms=None,
+            first_profile=config.profile_first_step,
+            every_secs=None,
         )
-    return values
+    ]
+
+
+def _checked_finite(step_metrics: list, last_step: int) -> list[dict]:
+    """Host values of the metrics of the steps ending at `last_step`, one dict per step.
+
+    The one finiteness check of the loop. Raises NonFiniteLossError naming the first bad step.
+    """
+    first_step = last_step - len(step_metrics) + 1
+    checked = []
+    for step, metrics in enumerate(jax.device_get(step_metrics), first_step):
+        values = {k: float(v) for k, v in metrics.items()}
+        if not all(math.isfinite(v) for v in values.values()):
+            terms = ", ".join(f"{k}={v}" for k, v in values.items())
+            raise NonFiniteLossError(
+                f"Non-finite loss at step {step} ({terms}). The last good checkpoint is kept; "
+                "lower config.optim.learning_rate or check the data."
+            )
+        checked.append(values)
+    return checked
 
 
 def _meta(config, data) -> dict:
     return {"model": config.model.to_dict(), "dataset": data.name, "num_classes": data.num_classes}
-
-
-def _without_private(result: dict) -> dict:
-    return {k: v for k, v in result.items() if not k.startswith("_")}

@@ -12,8 +12,8 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from vreid_jax import files
+from vreid_jax.metrics import RANKS
 
-CMC_MARKED_RANKS = (1, 5, 10, 20)
 # Frame colours of the ranked list (RGB): a correct identity, a wrong one, and the query.
 CORRECT_COLOR = (0, 170, 0)
 WRONG_COLOR = (220, 0, 0)
@@ -49,7 +49,7 @@ def plot_cmc(curves: dict[str, np.ndarray], path: str, title: str) -> None:
         if cmc.ndim != 1 or cmc.size == 0 or not np.all(np.isfinite(cmc)):
             raise ValueError(f"plot_cmc: curve {label!r} must be a finite 1-D array, got {cmc}.")
         ranks = np.arange(1, cmc.size + 1)
-        marked = [r - 1 for r in CMC_MARKED_RANKS if r <= cmc.size]
+        marked = [r - 1 for r in RANKS if r <= cmc.size]
         ax.plot(ranks, 100 * cmc, marker="o", markevery=marked, label=label)
     ax.set_xlabel("Rank")
     ax.set_ylabel("Matching rate (%)")

@@ -22,16 +22,15 @@ MEAN_PIXEL = tuple(int(round(255 * m)) for m in IMAGENET_MEAN)
 
 
 def normalize(pixels) -> jax.Array:
-    """uint8 pixels `[..., 3]` -> float32 ImageNet-normalised; floating input is returned as is.
+    """uint8 pixels `[..., 3]` -> float32, ImageNet-normalised.
 
-    Floating input is taken to be normalised already (tests and tools that synthesise model inputs
-    pass it); the pipelines always deliver uint8. The dtype is static, so this is decided at trace
-    time and costs nothing in the compiled step.
+    Only uint8 is accepted, so that normalising twice (or never) cannot happen silently. The dtype
+    is static: the check costs nothing in the compiled step.
     """
-    if jnp.issubdtype(pixels.dtype, jnp.floating):
-        return pixels
     if pixels.dtype != jnp.uint8:
-        raise TypeError(f"Expected uint8 pixels or normalised floats, got {pixels.dtype}.")
+        raise TypeError(
+            f"Expected uint8 pixels [..., 3] as the input pipelines deliver, got {pixels.dtype}."
+        )
     std = np.asarray(IMAGENET_STD, np.float32) * 255.0
     mean = np.asarray(IMAGENET_MEAN, np.float32) * 255.0
     return pixels.astype(jnp.float32) * (1.0 / std) - mean / std

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 
 import ml_collections
@@ -131,22 +132,46 @@ def _build_gltr(model_config: ml_collections.ConfigDict, num_classes: int) -> nn
     )
 
 
-MODELS: dict[str, Callable[[ml_collections.ConfigDict, int], nn.Module]] = {
-    "nl3d": _build_nl3d,
-    "gltr": _build_gltr,
+# How evaluation turns a tracklet into one feature (`vreid_jax.features` implements each):
+# every T-frame clip through the model, features averaged over the clips...
+CLIP_AVERAGE = "clip_average"
+# ...or every frame through `encode_frames`, then `temporal_head` over the whole padded tracklet.
+FRAME_SEQUENCE = "frame_sequence"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """A registered model: how to build it and how it is evaluated.
+
+    Attributes:
+      build: `(config.model, num_classes) -> module`; the module is called as
+        `module.apply(variables, clips, train, mask=None)` with clips `[B, T, H, W, 3]` and returns
+        `(features [B, D], logits [B, num_classes])` in float32.
+      extraction: CLIP_AVERAGE or FRAME_SEQUENCE (the module then also has `encode_frames` and
+        `temporal_head` methods).
+    """
+
+    build: Callable[[ml_collections.ConfigDict, int], nn.Module]
+    extraction: str
+
+
+# Adding a model: its module in this package, a builder above, and one entry here.
+MODELS: dict[str, ModelSpec] = {
+    "nl3d": ModelSpec(build=_build_nl3d, extraction=CLIP_AVERAGE),
+    "gltr": ModelSpec(build=_build_gltr, extraction=FRAME_SEQUENCE),
 }
 
 
-def build_model(model_config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
-    """The model named by `model_config.name` ('nl3d' or 'gltr') with `num_classes` outputs.
+def spec(name: str) -> ModelSpec:
+    """The registry entry of model `name` (`config.model.name`)."""
+    if name not in MODELS:
+        raise ValueError(f"config.model.name={name!r}; expected one of {sorted(MODELS)}.")
+    return MODELS[name]
 
-    Both models are called as `module.apply(variables, clips, train, mask=None)` with clips
-    `[B, T, H, W, 3]` and return `(features [B, D], logits [B, num_classes])` in float32.
-    """
-    if model_config.name not in MODELS:
-        raise ValueError(
-            f"config.model.name={model_config.name!r}; expected one of {sorted(MODELS)}."
-        )
+
+def build_model(model_config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
+    """The model named by `model_config.name` with `num_classes` outputs (see `ModelSpec.build`)."""
+    model_spec = spec(model_config.name)
     if num_classes < 1:
         raise ValueError(f"num_classes={num_classes} must be positive.")
-    return MODELS[model_config.name](model_config, num_classes)
+    return model_spec.build(model_config, num_classes)
