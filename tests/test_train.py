@@ -156,8 +156,16 @@ def test_nonfinite_loss_stops_naming_the_step(tmp_path, tiny_data_dir, monkeypat
 
 def test_an_exception_mid_training_closes_everything(tmp_path, tiny_data_dir, monkeypatch):
     """The writer and the checkpointer are closed on the way out of an exception, and the last
-    completed (asynchronous) checkpoint is readable."""
-    config = tiny_config("nl3d", **{"data.data_dir": tiny_data_dir, "mode": "train"})
+    completed (asynchronous) checkpoint is readable. (The run also profiles steps 2-3.)"""
+    config = tiny_config(
+        "nl3d",
+        **{
+            "data.data_dir": tiny_data_dir,
+            "mode": "train",
+            "profile_steps": 2,
+            "profile_first_step": 2,
+        },
+    )
     real_batches = pipeline.train_batches
 
     def batches_then_failure(*args, **kwargs):
@@ -180,3 +188,4 @@ def test_an_exception_mid_training_closes_everything(tmp_path, tiny_data_dir, mo
     assert sorted(c.__name__ for c in closed) == ["Checkpointer", "MetricWriter"]
     restored = checkpoint.Checkpointer(str(tmp_path / "checkpoints")).restore(None)
     assert restored[2] == 3  # checkpoint_every_steps=3: the save at step 3 completed.
+    assert list((tmp_path / "tensorboard" / "plugins" / "profile").glob("*/*.xplane.pb"))
