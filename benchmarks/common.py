@@ -108,6 +108,19 @@ def default_config():
     return module.get_config()
 
 
+def model_config(args):
+    """`default_config()` with the model flags the scripts share: model, dtype, stage_sizes (a
+    comma-separated string; empty = the depth's) and width_channels."""
+    config = default_config()
+    config.model.update(
+        name=args.model,
+        dtype=args.dtype,
+        stage_sizes=tuple(int(n) for n in args.stage_sizes.split(",") if n),
+        width=args.width_channels,
+    )
+    return config
+
+
 def write_result(name: str, record: dict, out: str | None = None) -> pathlib.Path:
     """Writes `record` atomically to `out` or benchmarks/results/<name>.json; returns the path."""
     path = pathlib.Path(out) if out else RESULTS / f"{name}.json"

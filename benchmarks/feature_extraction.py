@@ -44,13 +44,7 @@ def main() -> None:
     from vreid_jax import features, models, parallel  # noqa: PLC0415
     from vreid_jax.data import fake  # noqa: PLC0415
 
-    config = common.default_config()
-    config.model.update(
-        name=args.model,
-        dtype=args.dtype,
-        stage_sizes=tuple(int(s) for s in args.stage_sizes.split(",") if s),
-        width=args.width_channels,
-    )
+    config = common.model_config(args)
     config.input.update(height=args.height, width=args.width)
     if args.batch:
         config.eval.update(batch_size=args.batch, frame_batch_size=args.batch)

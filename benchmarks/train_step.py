@@ -139,13 +139,7 @@ def build_config(args, batch: int):
     `args` holds the flags train_step.py and scaling.py share: model, dtype, stage_sizes,
     width_channels, clip_len, height and width.
     """
-    config = common.default_config()
-    config.model.update(
-        name=args.model,
-        dtype=args.dtype,
-        stage_sizes=tuple(int(n) for n in args.stage_sizes.split(",") if n),
-        width=args.width_channels,
-    )
+    config = common.model_config(args)
     config.input.update(clip_len=args.clip_len, height=args.height, width=args.width)
     if args.model == "gltr":
         config.input.train_sampler = "consecutive"

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 from flax import traverse_util
-from helpers import tiny_config
+from helpers import random_batches, tiny_config
 from torchvision_reference import random_state_dict, torchvision_shapes
 
 from vreid_jax import parallel, train
@@ -32,19 +32,6 @@ def _data():
 
 def _flat_variables(state):
     return traverse_util.flatten_dict(jax.device_get(state_lib.variables_of(state)))
-
-
-def _batches(config, count):
-    rng = np.random.default_rng(0)
-    p, k = config.input.num_ids_per_batch, config.input.num_instances
-    shape = (p * k, config.input.clip_len, config.input.height, config.input.width, 3)
-    return [
-        {
-            "clips": rng.integers(0, 256, shape, dtype=np.uint8),
-            "labels": np.repeat(rng.choice(NUM_CLASSES, p, replace=False), k).astype(np.int32),
-        }
-        for _ in range(count)
-    ]
 
 
 @pytest.mark.parametrize("name", ["nl3d", "gltr"])
@@ -82,7 +69,7 @@ def test_build_overlays_the_file_on_the_random_init_and_every_leaf_learns(name, 
     )
     step_fn = train.compile_train_step(model, tx, lr_fn, config, shardings, mesh)
     reached = None
-    for batch in _batches(config, 2):
+    for batch in random_batches(config, 2, NUM_CLASSES):
         batch = parallel.host_to_global(batch, mesh)
         grads = grads_fn(state, batch)[3]
         nonzero = jax.tree.map(lambda g: bool(np.any(np.asarray(g) != 0)), grads)

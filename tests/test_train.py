@@ -9,27 +9,13 @@ import jax
 import numpy as np
 import optax
 import pytest
-from helpers import tiny_config
+from helpers import random_batches, tiny_config
 
 from vreid_jax import checkpoint, logging_utils, models, optim, parallel, train
 from vreid_jax import state as state_lib
 from vreid_jax.data import pipeline
 
 NUM_CLASSES = 6
-
-
-def _fixed_batches(config, num_steps, seed=0):
-    """Random clips with P x K labels: the same numpy batches for every device layout."""
-    rng = np.random.default_rng(seed)
-    p, k = config.input.num_ids_per_batch, config.input.num_instances
-    shape = (p * k, config.input.clip_len, config.input.height, config.input.width, 3)
-    return [
-        {
-            "clips": rng.integers(0, 256, shape, dtype=np.uint8),
-            "labels": np.repeat(rng.choice(NUM_CLASSES, p, replace=False), k).astype(np.int32),
-        }
-        for _ in range(num_steps)
-    ]
 
 
 def _train_steps(config, devices, batches, tx=None):
@@ -60,7 +46,7 @@ def _train_steps(config, devices, batches, tx=None):
 @pytest.mark.parametrize("model", ["nl3d", "gltr"])
 def test_one_device_equals_four_devices(model):
     config = tiny_config(model)
-    batches = _fixed_batches(config, 3)
+    batches = random_batches(config, 3, NUM_CLASSES)
     losses_1, _ = _train_steps(config, jax.devices()[:1], batches)
     losses_4, _ = _train_steps(config, jax.devices()[:4], batches)
     assert np.all(np.isfinite(losses_1))
