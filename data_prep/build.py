@@ -18,7 +18,7 @@ import tempfile
 
 from absl import app, flags, logging
 
-from data_prep import registry
+from data_prep import locks, registry
 from data_prep.index import DataPrepError
 
 
@@ -92,7 +92,27 @@ def build(
     if is_built(dataset, data_dir) and not overwrite:
         logging.info("%s is already built in %s (pass overwrite to rebuild)", dataset, out)
         return out
-    os.makedirs(data_dir, exist_ok=True)
+    try:
+        os.makedirs(data_dir, exist_ok=True)
+    except OSError as e:
+        raise DataPrepError(f"Cannot create data_dir {data_dir!r}: {e.strerror}") from None
+    try:
+        with locks.exclusive(
+            data_dir, f".{dataset}.build.lock", f"A build of {dataset} in {data_dir}"
+        ):
+            skipped = _build_locked(dataset, manual_dir, data_dir, resize, skip_bad)
+    except locks.LockHeld as e:
+        raise DataPrepError(str(e)) from None
+    except PermissionError as e:
+        raise DataPrepError(f"Cannot write into data_dir {data_dir!r}: {e.strerror}") from None
+    for message in skipped:
+        logging.warning("skipped: %s", message)
+    logging.info("Built %s in %s (%d bad tracklets skipped)", dataset, out, len(skipped))
+    return out
+
+
+def _build_locked(dataset, manual_dir, data_dir, resize, skip_bad) -> list[str]:
+    """The build proper, with the build lock held: no other build's temporary folder is live."""
     prefix = f".{dataset}-building-"
     for stale in glob.glob(os.path.join(data_dir, prefix + "*")):
         shutil.rmtree(stale, ignore_errors=True)
@@ -105,10 +125,7 @@ def build(
         os.rename(os.path.join(tmp_root, dataset), final)
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
-    for message in skipped:
-        logging.warning("skipped: %s", message)
-    logging.info("Built %s in %s (%d bad tracklets skipped)", dataset, out, len(skipped))
-    return out
+    return skipped
 
 
 FLAGS = flags.FLAGS
@@ -127,8 +144,8 @@ def _define_flags() -> None:
 
 def main(argv):
     del argv
-    resize = parse_size(FLAGS.resize) if FLAGS.resize else None
     try:
+        resize = parse_size(FLAGS.resize) if FLAGS.resize else None
         path = build(
             FLAGS.dataset,
             FLAGS.manual_dir,

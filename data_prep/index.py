@@ -8,7 +8,10 @@ the reader, the statistics) works on this index only, so dataset quirks stay ins
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
+
+from PIL import Image
 
 # Byte signatures of the two encodings the datasets use. A file that starts with neither is not an
 # image; one that lacks the trailer was cut short (an interrupted copy or extraction).
@@ -90,26 +93,29 @@ def require(path: str, expected_tree: str) -> str:
 
 
 def check_image(path: str, image_format: str) -> str | None:
-    """Returns why the frame at `path` is unusable (missing, not an image, truncated), or None.
+    """Returns why the frame at `path` is unusable (missing, not an image, truncated, does not
+    decode), or None.
 
-    Only the first and last bytes are read: this catches the usual damage (a failed extraction,
-    a cut-off copy) at a fraction of the cost of decoding every frame.
+    The frame is decoded in full, as training will decode it: a damaged header or table fails here,
+    naming the file, instead of in the input pipeline hours later. (A JPEG missing some scan data
+    but keeping its end marker still decodes, with grey blocks, in every decoder; that passes.)
     """
     head, tail = (_JPEG_HEAD, _JPEG_TAIL) if image_format == "jpeg" else (_PNG_HEAD, _PNG_TAIL)
     try:
         with open(path, "rb") as f:
-            first = f.read(len(head))
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - 64))
-            last = f.read()
+            data = f.read()
     except OSError as e:
         return f"unreadable ({e.strerror})"
-    if first != head:
+    if not data.startswith(head):
         return f"not a {image_format.upper()} file"
     # JPEG writers may pad after the EOI marker, so look for it near the end rather than at it.
-    if tail not in last:
+    if tail not in data[-64:]:
         return f"truncated (no {image_format.upper()} end marker)"
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+    except (OSError, SyntaxError, ValueError) as e:  # PIL's errors for undecodable data.
+        return f"undecodable ({e})"
     return None
 
 

@@ -5,6 +5,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from data_prep import mars, stats, synthetic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -117,3 +119,33 @@ def test_data_prep_never_imports_vreid_jax():
             with open(os.path.join(folder, name)) as f:
                 source = f.read()
             assert not re.search(r"^\s*(from|import)\s+vreid_jax\b", source, re.M), name
+
+
+def test_build_cli_errors_are_one_line(tmp_path):
+    raw = str(tmp_path / "raw")
+    os.makedirs(raw)
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    for args, message in (
+        (["--resize", "256by128"], "error: --resize expects HxW"),
+        (["--data_dir", str(not_a_folder)], f"error: Cannot create data_dir '{not_a_folder}'"),
+    ):
+        flags = {"--dataset": "mars", "--manual_dir": raw, "--data_dir": str(tmp_path / "out")}
+        flags.update(dict(zip(args[::2], args[1::2], strict=True)))
+        result = _run("data_prep.build", *[x for kv in flags.items() for x in kv])
+        assert result.returncode != 0, args
+        assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_two_builds_of_one_dataset_never_overlap(tmp_path):
+    """A second build into the same data_dir is refused while the first runs (it used to delete the
+    first one's temporary folder)."""
+    from data_prep import build, locks  # noqa: PLC0415
+    from data_prep.index import DataPrepError  # noqa: PLC0415
+
+    data_dir = str(tmp_path / "out")
+    with (
+        locks.exclusive(data_dir, ".mars.build.lock", "a build in this test"),
+        pytest.raises(DataPrepError, match=rf"in use by pid {os.getpid()}"),
+    ):
+        build.build("mars", str(tmp_path), data_dir)

@@ -61,7 +61,12 @@ def test_rows_outside_the_name_list(tmp_path):
 
 @pytest.mark.parametrize(
     "damage,message",
-    [(lambda b: b[: len(b) // 2], "truncated"), (lambda b: b"not an image", "not a JPEG")],
+    [
+        (lambda b: b[: len(b) // 2], "truncated"),
+        (lambda b: b"not an image", "not a JPEG"),
+        # Start and end markers intact, the headers in between zeroed: only a decode tells.
+        (lambda b: b[:2] + bytes(200) + b[202:], "undecodable"),
+    ],
 )
 def test_truncated_or_unreadable_frame(tmp_path, damage, message):
     raw, truth = _raw(tmp_path, "lsvid")
@@ -154,7 +159,8 @@ def test_stale_temporary_folder_of_a_killed_build_is_removed(tmp_path):
     stale = data_dir / ".prid2011-building-killed" / "prid2011"
     stale.mkdir(parents=True)
     build.build("prid2011", raw, str(data_dir))
-    assert sorted(os.listdir(data_dir)) == ["prid2011"]
+    # The dataset, and the (released) build lock, which stays for the next build.
+    assert sorted(os.listdir(data_dir)) == [".prid2011.build.lock", "prid2011"]
 
 
 def test_resize_flag_parsing():

@@ -86,7 +86,8 @@ def test_rebuild_is_a_noop_unless_overwrite(built):
         build.build(layout, raw, data_dir, overwrite=True)
         assert os.stat(info).st_mtime_ns != before
         assert reader.is_built(layout, data_dir)
-        assert sorted(os.listdir(data_dir)) == [layout]  # nothing temporary left behind
+        # Nothing temporary left behind: the dataset and the released build lock.
+        assert sorted(os.listdir(data_dir)) == [f".{layout}.build.lock", layout]
 
 
 def test_resize_writes_frames_of_the_requested_size(tmp_path):

@@ -2,6 +2,8 @@
 
 import functools
 import json
+import os
+import shutil
 import signal
 
 import chex
@@ -11,7 +13,8 @@ import optax
 import pytest
 from helpers import random_batches, tiny_config
 
-from vreid_jax import checkpoint, logging_utils, models, optim, parallel, train
+from data_prep import locks
+from vreid_jax import checkpoint, errors, logging_utils, models, optim, parallel, run, train
 from vreid_jax import state as state_lib
 from vreid_jax.data import pipeline
 
@@ -175,3 +178,58 @@ def test_an_exception_mid_training_closes_everything(tmp_path, tiny_data_dir, mo
     restored = checkpoint.Checkpointer(str(tmp_path / "checkpoints")).restore(None)
     assert restored[2] == 3  # checkpoint_every_steps=3: the save at step 3 completed.
     assert list((tmp_path / "tensorboard" / "plugins" / "profile").glob("*/*.xplane.pb"))
+
+
+def _logged_steps(workdir):
+    lines = (workdir / "metrics.jsonl").read_text().splitlines()
+    return [r["step"] for r in map(json.loads, lines) if "loss" in r]
+
+
+def test_resume_past_a_damaged_checkpoint_then_stop_when_none_is_usable(tmp_path, tiny_data_dir):
+    """A damaged newest checkpoint is skipped and saved again (no crash loop), the log holds each
+    step once; with no usable checkpoint the run stops instead of training from step 0."""
+    config = tiny_config("nl3d", **{"data.data_dir": tiny_data_dir, "mode": "train"})
+    train.train_and_evaluate(config, str(tmp_path))  # Checkpoints at steps 3 and 6.
+    with open(next((tmp_path / "checkpoints" / "6" / "meta").iterdir()), "r+") as f:
+        f.truncate(10)
+
+    train.train_and_evaluate(config, str(tmp_path))  # Resumes from 3, saves 6 again.
+    with checkpoint.Checkpointer(str(tmp_path / "checkpoints")) as ckpt:
+        assert ckpt.all_steps() == [3, 6]
+        assert [p.split("-")[0] for p in os.listdir(ckpt.quarantine)] == ["6"]
+    assert _logged_steps(tmp_path) == [1, 2, 3, 4, 5, 6]
+
+    for step in (3, 6):
+        shutil.rmtree(tmp_path / "checkpoints" / str(step) / "state")
+    with pytest.raises(checkpoint.CorruptCheckpointError, match="No usable checkpoint"):
+        train.train_and_evaluate(config, str(tmp_path))
+    assert _logged_steps(tmp_path) == [1, 2, 3, 4, 5, 6]  # Nothing re-trained or re-logged.
+
+
+def test_nonfinite_state_is_never_saved(tmp_path, tiny_data_dir, monkeypatch):
+    """Batch-norm running statistics are not used by a train-mode forward pass, so a NaN there
+    leaves the loss finite: only the state check at the save step can catch it."""
+    config = tiny_config("nl3d", **{"data.data_dir": tiny_data_dir, "mode": "train"})
+    real_step = train.train_step
+
+    def step_poisoning_batch_stats(state, batch, **kwargs):
+        new_state, metrics = real_step(state, batch, **kwargs)
+        poisoned = jax.tree.map(lambda x: x * np.nan, new_state.batch_stats)
+        return new_state.replace(batch_stats=poisoned), metrics
+
+    monkeypatch.setattr(train, "train_step", step_poisoning_batch_stats)
+    with pytest.raises(train.NonFiniteStateError, match="batch_stats at step 3"):
+        train.train_and_evaluate(config, str(tmp_path))
+    logged = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert all(np.isfinite(r["loss"]) for r in map(json.loads, logged) if "loss" in r)
+    assert checkpoint.Checkpointer(str(tmp_path / "checkpoints")).latest_step() is None
+
+
+def test_one_run_per_workdir(tmp_path):
+    config = tiny_config("nl3d")
+    in_use = rf"workdir {tmp_path} is in use by pid {os.getpid()}"
+    with (
+        locks.exclusive(str(tmp_path), ".lock", "held by this test"),
+        pytest.raises(errors.UserError, match=in_use),
+    ):
+        run.run(config, str(tmp_path))

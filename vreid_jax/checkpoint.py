@@ -1,14 +1,24 @@
 """Checkpoints: the only module that imports orbax.
 
-Keeps the latest N steps and the best by mAP, saves asynchronously, restores onto the live state's
-shapes, and falls back to the previous checkpoint when the newest cannot be read.
+Keeps the latest N steps and the best by mAP, and saves asynchronously. Restores go straight onto
+the target shardings, and every restore is verified:
+- the structure (names and shapes) against the restore target;
+- every array's CRC-32 against the checksums recorded when the checkpoint was saved.
+
+When the newest checkpoint cannot be used (unreadable, torn, or bytes changed on disk), restore
+falls back step by step to the newest good one. The bad steps are moved to `<directory>.quarantine`,
+never deleted, so that training can save those steps again. If no checkpoint is usable, restore
+stops with a message naming the folder; it never starts over from step 0 silently.
 """
 
 from __future__ import annotations
 
+import datetime
 import os
+import zlib
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
@@ -26,8 +36,19 @@ class NoCheckpointError(UserError):
     """There is no checkpoint where one was asked for."""
 
 
+class CorruptCheckpointError(UserError):
+    """A checkpoint cannot be read, or its arrays differ from what was saved."""
+
+
+class CheckpointSaveError(UserError):
+    """An (asynchronous) save failed, e.g. on a full disk."""
+
+
 class Checkpointer:
-    """A thin policy layer over an orbax `CheckpointManager` with two items: `state` and `meta`."""
+    """A thin policy layer over an orbax `CheckpointManager` with two items: `state` and `meta`.
+
+    A context manager: leaving it waits for a save in flight and releases the manager.
+    """
 
     def __init__(self, directory: str, *, keep: int = 2, asynchronous: bool = True):
         policy = ocp.checkpoint_managers.AnyPreservationPolicy(
@@ -45,30 +66,57 @@ class Checkpointer:
             preservation_policy=policy, enable_async_checkpointing=asynchronous, create=True
         )
         self.directory = os.path.abspath(directory)
+        self.quarantine = f"{self.directory}.quarantine"
         self._best_path = os.path.join(self.directory, "best.json")
         self._manager = ocp.CheckpointManager(
             self.directory, options=options, item_names=("state", "meta")
         )
+        self._saving_step = None
+
+    # ------------------------------------------------------------------------------ saving
 
     def save(self, step: int, state, meta: dict, metrics: dict | None = None) -> None:
         """Saves `state` (a pytree of arrays) and the JSON-able `meta` at `step`.
 
         The replicated state is fetched to host memory first: saving numpy arrays is far faster
-        than saving one replicated copy per device.
+        than saving one replicated copy per device. Each array's name, shape, dtype and CRC-32 are
+        recorded in the meta item (`arrays`), so that a restore can verify them.
         """
+        self._raise_failed_save()
         host_state = jax.device_get(state)
-        self._manager.save(
-            int(step),
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(host_state), meta=ocp.args.JsonSave(meta)
-            ),
-            metrics=metrics,
-            force=True,
-        )
+        meta = {**meta, "arrays": array_records(host_state)}
+        try:
+            self._manager.save(
+                int(step),
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(host_state), meta=ocp.args.JsonSave(meta)
+                ),
+                metrics=metrics,
+                force=True,
+            )
+        except OSError as e:
+            raise CheckpointSaveError(
+                f"Saving checkpoint step {step} in {self.directory} failed: {e}"
+            ) from e
+        self._saving_step = int(step)
         if metrics is not None and jax.process_index() == 0:
             best = files.read_json(self._best_path)
             if best is None or metrics[_BEST_METRIC] > best[_BEST_METRIC]:
                 files.write_json_atomic(self._best_path, {"step": int(step), **metrics})
+
+    def _raise_failed_save(self, check=None) -> None:
+        """Runs `check` (default: orbax's error check of the previous asynchronous save) and
+        reports a failure once, as CheckpointSaveError naming the step."""
+        try:
+            (check or self._manager.check_for_errors)()
+        except Exception as e:  # noqa: BLE001  (orbax re-raises whatever its save thread hit)
+            step, self._saving_step = self._saving_step, None
+            raise CheckpointSaveError(
+                f"Saving checkpoint step {step} in {self.directory} failed: {type(e).__name__}: "
+                f"{e}. Is the disk full? The previous checkpoints are kept."
+            ) from e
+
+    # ------------------------------------------------------------------------------ steps
 
     def all_steps(self) -> list[int]:
         return sorted(self._manager.all_steps())
@@ -81,103 +129,200 @@ class Checkpointer:
         best = files.read_json(self._best_path)
         return None if best is None else best["step"]
 
+    # ------------------------------------------------------------------------------ restoring
+
     def restore(self, abstract_state, step: int | None = None):
-        """Restores `(state, meta, step)` or None when there is nothing to restore.
+        """Restores `(state, meta, step)` or None when there is no checkpoint.
 
         `abstract_state` is the restore target: the live state's structure as ShapeDtypeStructs with
-        shardings, onto which orbax reads the arrays directly. None restores the tree as saved, as
-        host numpy (for inspection and tests).
+        shardings (or numpy arrays), onto which orbax reads the arrays directly. None restores the
+        tree as saved, as host numpy, unverified (for inspection and tests).
 
-        With `step=None` the newest readable checkpoint is used: an unreadable newest one (e.g. a
-        save killed half-way) is reported and the previous one is tried. A checkpoint of a model
-        with other shapes raises CheckpointMismatchError, naming the first differing parameter.
+        `step=None` takes the newest usable checkpoint. Newer unusable ones are quarantined and
+        the reason is logged. A given `step` must itself be usable.
+
+        Raises:
+          CheckpointMismatchError: the checkpoint holds another model (names the first differing
+            array).
+          CorruptCheckpointError: no checkpoint is usable (names each step and why).
         """
         candidates = [step] if step is not None else list(reversed(self.all_steps()))
+        if not candidates:
+            return None
+        failures = []
         for candidate in candidates:
-            if abstract_state is not None:
-                self._check_shapes(candidate, abstract_state)
             try:
-                restored = self._manager.restore(
-                    candidate,
-                    args=ocp.args.Composite(
-                        state=ocp.args.StandardRestore(abstract_state),
-                        meta=ocp.args.JsonRestore(),
-                    ),
-                )
-            except Exception as e:  # noqa: BLE001  (any read failure: fall back to an older step)
-                if step is not None:
-                    raise
+                restored = self._restore_verified(candidate, abstract_state)
+            except CheckpointMismatchError:
+                raise
+            except Exception as e:  # noqa: BLE001  (any read failure: try an older step)
+                why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
                 logging.warning(
-                    "Checkpoint %d in %s is unreadable (%s: %s); trying the previous one.",
-                    candidate,
-                    self.directory,
-                    type(e).__name__,
-                    e,
+                    "Checkpoint %d in %s is unusable (%s).", candidate, self.directory, why
                 )
+                failures.append((candidate, why))
                 continue
-            return restored["state"], restored["meta"], candidate
-        return None
+            self._quarantine([s for s, _ in failures])
+            return restored
+        listed = "; ".join(f"step {s}: {why}" for s, why in failures)
+        raise CorruptCheckpointError(
+            f"No usable checkpoint in {self.directory} ({listed}). Restore the folder from a "
+            "backup, or move it away to train from step 0."
+        )
+
+    def _restore_verified(self, step: int, abstract_state):
+        meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))[
+            "meta"
+        ]
+        if abstract_state is not None:
+            _check_structure(meta, abstract_state, f"Checkpoint step {step} in {self.directory}")
+        restored = self._manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
+            ),
+        )
+        if abstract_state is not None:
+            _verify_checksums(restored["state"], meta)
+        return restored["state"], restored["meta"], step
 
     def restore_variables(self, abstract_variables: dict, step: int | None = None):
         """Restores only the model variables of a checkpoint: `(variables, meta, step)`, or None.
 
         `abstract_variables` is `{'params', 'batch_stats'}` as ShapeDtypeStructs with shardings
         (`state.abstract_variables`): the arrays are read straight onto those shardings and the
-        optimizer state is never read. `step=None` takes the newest checkpoint.
+        optimizer state is never read. `step=None` takes the newest checkpoint. Verified like
+        `restore`; a bad checkpoint raises CorruptCheckpointError.
         """
         step = self.latest_step() if step is None else step
         if step is None:
             return None
-        self._check_shapes(step, abstract_variables)
-        restore_args = ocp.checkpoint_utils.construct_restore_args(abstract_variables)
-        restored = self._manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.PyTreeRestore(
-                    item=abstract_variables, restore_args=restore_args, partial_restore=True
-                ),
-                meta=ocp.args.JsonRestore(),
-            ),
-        )
-        return restored["state"], restored["meta"], step
-
-    def _check_shapes(self, step: int, abstract_state) -> None:
+        where = f"Checkpoint step {step} in {self.directory}"
         try:
-            saved = self._manager.item_metadata(step)["state"]
-        except Exception:  # noqa: BLE001  (unreadable metadata: restore() reports it)
+            meta = self._manager.restore(
+                step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
+            )["meta"]
+            _check_structure(meta, abstract_variables, where)
+            restore_args = ocp.checkpoint_utils.construct_restore_args(abstract_variables)
+            variables = self._manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.PyTreeRestore(
+                        item=abstract_variables, restore_args=restore_args, partial_restore=True
+                    )
+                ),
+            )["state"]
+            _verify_checksums(variables, meta)
+        except (CheckpointMismatchError, CorruptCheckpointError):
+            raise
+        except Exception as e:  # noqa: BLE001  (orbax raises many types for an unreadable step)
+            raise CorruptCheckpointError(f"{where} is unreadable: {type(e).__name__}: {e}") from e
+        return variables, meta, step
+
+    def _quarantine(self, steps: list[int]) -> None:
+        """Moves unusable steps to `<directory>.quarantine/<step>-<UTC time>` (evidence is kept,
+        and training can save those steps again)."""
+        if not steps:
             return
-        if saved is None:
-            return
-        saved_shapes = {
-            jax.tree_util.keystr(path): tuple(leaf.shape)
-            for path, leaf in jax.tree_util.tree_flatten_with_path(saved)[0]
-            if hasattr(leaf, "shape")
-        }
-        for path, leaf in jax.tree_util.tree_flatten_with_path(abstract_state)[0]:
-            name = jax.tree_util.keystr(path)
-            if name not in saved_shapes:
-                raise CheckpointMismatchError(
-                    f"Checkpoint step {step} in {self.directory} has no parameter {name}: it was "
-                    "written for a different model config. Use a new --workdir or the matching "
-                    "config."
-                )
-            if saved_shapes[name] != tuple(leaf.shape):
-                raise CheckpointMismatchError(
-                    f"Checkpoint step {step} in {self.directory}: {name} has shape "
-                    f"{saved_shapes[name]} but the configured model has {tuple(leaf.shape)}. Use a "
-                    "new --workdir or the config the checkpoint was trained with."
-                )
+        if jax.process_index() == 0:
+            os.makedirs(self.quarantine, exist_ok=True)
+            stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+            for step in steps:
+                target = os.path.join(self.quarantine, f"{step}-{stamp}")
+                os.replace(os.path.join(self.directory, str(step)), target)
+                logging.warning("Moved unusable checkpoint step %d to %s.", step, target)
+            if self.best_step() in steps:
+                os.remove(self._best_path)  # A pointer only; the step itself is kept.
+        self._manager.reload()
+
+    # ------------------------------------------------------------------------------ closing
 
     def wait(self) -> None:
-        self._manager.wait_until_finished()
+        """Waits for a save in flight; raises CheckpointSaveError if it failed."""
+        self._raise_failed_save(self._manager.wait_until_finished)
 
     def close(self) -> None:
         """Waits for an asynchronous save in flight, then releases the manager."""
-        self._manager.wait_until_finished()
-        self._manager.close()
+        try:
+            self.wait()
+        finally:
+            self._manager.close()
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
+
+
+# ---------------------------------------------------------------------------------- verification
+
+
+def array_records(tree) -> dict[str, dict]:
+    """`{name: {'shape', 'dtype', 'crc32'}}` for every array of a host pytree; names join the key
+    path with '/', e.g. 'params/backbone/conv1/kernel'."""
+    return {
+        name: {
+            "shape": list(np.shape(leaf)),
+            "dtype": str(np.asarray(leaf).dtype),
+            "crc32": _crc32(leaf),
+        }
+        for name, leaf in _named_leaves(tree)
+    }
+
+
+def _check_structure(meta: dict, abstract, where: str) -> None:
+    """Raises CheckpointMismatchError at the first array of `abstract` the checkpoint lacks or
+    holds with another shape or dtype. (Checkpoints written before checksums were recorded pass.)"""
+    saved = meta.get("arrays")
+    if saved is None:
+        return
+    for name, leaf in _named_leaves(abstract):
+        if name not in saved:
+            raise CheckpointMismatchError(
+                f"{where} has no array {name}: it was written for a different model config. Use "
+                "a new --workdir or the config the checkpoint was trained with."
+            )
+        saved_type = (tuple(saved[name]["shape"]), saved[name]["dtype"])
+        wanted_type = (tuple(leaf.shape), str(np.dtype(leaf.dtype)))
+        if saved_type != wanted_type:
+            raise CheckpointMismatchError(
+                f"{where}: {name} has shape and dtype {saved_type} but the configured model has "
+                f"{wanted_type}. Use a new --workdir or the config the checkpoint was trained with."
+            )
+
+
+def _verify_checksums(restored, meta: dict) -> None:
+    saved = meta.get("arrays")
+    if saved is None:
+        logging.warning("Checkpoint written without checksums: its content is not verified.")
+        return
+    for name, leaf in _named_leaves(restored):
+        if _crc32(_host(leaf)) != saved[name]["crc32"]:
+            raise CorruptCheckpointError(
+                f"array {name} differs from what was saved (CRC-32 mismatch): the files changed "
+                "on disk"
+            )
+
+
+def _named_leaves(tree):
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        yield "/".join(_key_name(k) for k in path), leaf
+
+
+def _key_name(key) -> str:
+    for attribute in ("key", "name", "idx"):
+        if hasattr(key, attribute):
+            return str(getattr(key, attribute))
+    return str(key)
+
+
+def _crc32(array) -> int:
+    return zlib.crc32(np.ascontiguousarray(array).data)
+
+
+def _host(x):
+    """A host copy of a (replicated, possibly multi-host) array; numpy passes through."""
+    if isinstance(x, jax.Array):
+        return np.asarray(x.addressable_shards[0].data)
+    return x

@@ -8,13 +8,25 @@ from __future__ import annotations
 
 import ml_collections
 
+from data_prep import names
 from vreid_jax.errors import UserError
 
 # What `config.mode` can ask for (see configs/default.py).
 MODES = ("train_and_eval", "train", "eval")
 # Config keys whose value must be a positive multiple of something or a sentinel; checked before any
 # compile so that a bad value fails in milliseconds, not after minutes of tracing.
-_POSITIVE_INT_KEYS = ("log_every_steps", "eval_every_steps", "checkpoint_every_steps")
+_POSITIVE_INT_KEYS = (
+    "log_every_steps",
+    "eval_every_steps",
+    "checkpoint_every_steps",
+    "keep_checkpoints",
+    "input.num_ids_per_batch",
+    "input.height",
+    "input.width",
+    "input.clip_len",
+    "eval.batch_size",
+    "eval.frame_batch_size",
+)
 
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
@@ -75,8 +87,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if config.mode not in MODES:
         raise UserError(f"config.mode={config.mode!r}; expected one of {MODES}.")
     for key in _POSITIVE_INT_KEYS:
-        if config[key] <= 0:
-            raise UserError(f"config.{key} must be positive, got {config[key]}.")
+        section, _, leaf = key.rpartition(".")
+        value = (config[section] if section else config)[leaf]
+        if value <= 0:
+            raise UserError(f"config.{key} must be positive, got {value}.")
+    if config.data.name not in names.NAMES:
+        raise UserError(f"config.data.name={config.data.name!r}; expected one of {names.NAMES}.")
+    if not config.eval.checkpoint:
+        raise UserError(
+            "config.eval.checkpoint is empty; expected 'latest', 'best' or a checkpoint step folder."
+        )
     if config.num_train_steps <= 0 and config.num_epochs <= 0:
         raise UserError("Set config.num_epochs > 0 or config.num_train_steps > 0.")
     if config.input.num_instances < 2:

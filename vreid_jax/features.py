@@ -21,6 +21,7 @@ from jax.experimental import multihost_utils
 
 from vreid_jax import parallel
 from vreid_jax.data import pipeline, pixels
+from vreid_jax.errors import UserError
 from vreid_jax.models import registry
 
 # ----------------------------------------------------------------------------- compiled functions
@@ -202,7 +203,7 @@ def _segment_reduce(values, segment_ids, num_segments: int, how: str) -> np.ndar
         out = np.full(out_shape, -np.inf, np.float32)
         np.maximum.at(out, segment_ids, values)
         return out
-    raise ValueError(f"config.eval.aggregate={how!r}; expected 'mean' or 'max'.")
+    raise UserError(f"config.eval.aggregate={how!r}; expected 'mean' or 'max'.")
 
 
 def _process_rows(start: int, global_batch: int) -> slice:

@@ -11,6 +11,8 @@ import os
 
 from absl import logging
 
+from vreid_jax import files
+
 
 def quiet_tensorflow() -> None:
     """Silences TensorFlow's import-time noise and keeps it off any GPU (JAX owns the accelerators)."""
@@ -50,6 +52,19 @@ class MetricWriter:
             with open(self._jsonl_path, "a") as f:
                 f.write(json.dumps({"step": int(step), **scalars}) + "\n")
 
+    def drop_after(self, step: int) -> None:
+        """Removes `metrics.jsonl` records of steps after `step` (a run resumed from `step` logs
+        them again), so that the file holds each step once. TensorBoard discards such steps
+        itself when it sees the step count go back."""
+        if not self._is_main or not os.path.exists(self._jsonl_path):
+            return
+        with open(self._jsonl_path) as f:
+            lines = f.read().splitlines(keepends=True)
+        kept = [line for line in lines if _logged_step(line) <= step]
+        if len(kept) < len(lines):
+            with files.atomic_write(self._jsonl_path) as f:
+                f.writelines(kept)
+
     def close(self) -> None:
         self._clu.close()
 
@@ -69,6 +84,14 @@ def log_table(title: str, header: list[str], rows: list[list]) -> str:
     text = "\n".join([title, rule, lines[0], rule, *lines[1:], rule])
     logging.info("\n%s", text)
     return text
+
+
+def _logged_step(line: str) -> float:
+    """The step of a `metrics.jsonl` line; a line torn by a killed run counts as after any step."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError):
+        return float("inf")
 
 
 class _DropLibraryInfo(logging_std.Filter):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from vreid_jax.errors import UserError
 from vreid_jax.metrics import DISTANCES
 
 # torchreid clamps squared Euclidean distances at this value before the square root; we follow it.
@@ -130,7 +131,7 @@ def total_loss(features, logits, labels, loss_config, mask=None):
       (loss, {'ce': ce, 'triplet': triplet}), all float32 scalars, the components unweighted.
     """
     if loss_config.triplet_distance not in DISTANCES:
-        raise ValueError(
+        raise UserError(
             f"config.loss.triplet_distance={loss_config.triplet_distance!r}; expected one of "
             f"{DISTANCES}."
         )

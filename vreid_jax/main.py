@@ -37,7 +37,7 @@ def main(argv):
 
         parallel.initialize_distributed(FLAGS.config.mesh)
         run.run(FLAGS.config, FLAGS.workdir)
-    except errors.UserError as e:  # A problem the user can fix: one line, no traceback.
+    except errors.USER_ERRORS as e:  # A problem the user can fix: one line, no traceback.
         sys.exit(f"error: {e}")
 
 
@@ -51,8 +51,8 @@ def _parse_flags(argv):
         sys.exit(
             f"error: {e}\nUsage: python -m vreid_jax.main --config configs/<file>.py --workdir DIR"
         )
-    except OSError as e:  # The config file is missing or does not load.
-        sys.exit(f"error: cannot load the --config file: {e}")
+    except (OSError, SyntaxError, ImportError, NameError) as e:  # A missing or broken config file.
+        sys.exit(f"error: cannot load the --config file: {type(e).__name__}: {e}")
     except AttributeError as e:
         # ml_collections raises this for `--config.no_such_key=...` (a locked config has no new keys).
         overrides = [a for a in argv[1:] if a.startswith("--config.")]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import optax
 
 from vreid_jax.config_lib import epochs_to_steps
+from vreid_jax.errors import UserError
 
 SCHEDULES = ("exponential", "multistep", "constant")
 OPTIMIZERS = ("adam", "adamw")
@@ -40,11 +41,11 @@ def create_learning_rate_fn(config, steps_per_epoch: int) -> optax.Schedule:
         raise ValueError(f"steps_per_epoch must be positive, got {steps_per_epoch}.")
     schedule, lr = config.schedule, config.optim.learning_rate
     if schedule.warmup_epochs < 0:
-        raise ValueError(f"config.schedule.warmup_epochs={schedule.warmup_epochs} is negative.")
+        raise UserError(f"config.schedule.warmup_epochs={schedule.warmup_epochs} is negative.")
     warmup_steps = epochs_to_steps(schedule.warmup_epochs, steps_per_epoch)
     if schedule.name == "exponential":
         if schedule.decay_epochs <= 0:
-            raise ValueError(f"config.schedule.decay_epochs={schedule.decay_epochs} must be > 0.")
+            raise UserError(f"config.schedule.decay_epochs={schedule.decay_epochs} must be > 0.")
         # One transition per epoch with the per-epoch factor: staircase then decays once an epoch.
         main = optax.exponential_decay(
             lr,
@@ -55,7 +56,7 @@ def create_learning_rate_fn(config, steps_per_epoch: int) -> optax.Schedule:
     elif schedule.name == "multistep":
         milestones = [epochs_to_steps(e, steps_per_epoch) for e in schedule.milestones_epochs]
         if milestones != sorted(milestones) or any(m <= warmup_steps for m in milestones):
-            raise ValueError(
+            raise UserError(
                 f"config.schedule.milestones_epochs={tuple(schedule.milestones_epochs)} must be "
                 f"increasing and after the warmup ({schedule.warmup_epochs} epochs)."
             )
@@ -66,7 +67,7 @@ def create_learning_rate_fn(config, steps_per_epoch: int) -> optax.Schedule:
     elif schedule.name == "constant":
         main = optax.constant_schedule(lr)
     else:
-        raise ValueError(f"config.schedule.name={schedule.name!r}; expected one of {SCHEDULES}.")
+        raise UserError(f"config.schedule.name={schedule.name!r}; expected one of {SCHEDULES}.")
     if warmup_steps == 0:
         return main
     warmup = optax.linear_schedule(0.0, lr, warmup_steps)
@@ -93,6 +94,6 @@ def create_optimizer(
     elif optim.name == "adamw":
         chain = [adam, decay]  # Decoupled: the decay bypasses the moments.
     else:
-        raise ValueError(f"config.optim.name={optim.name!r}; expected one of {OPTIMIZERS}.")
+        raise UserError(f"config.optim.name={optim.name!r}; expected one of {OPTIMIZERS}.")
     tx = optax.chain(*chain, optax.scale_by_learning_rate(learning_rate_fn))
     return tx, learning_rate_fn

@@ -6,12 +6,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import json
 import os
+import socket
 
 import jax
 from absl import logging
 
+from data_prep import locks
 from vreid_jax import (
     checkpoint,
     config_lib,
@@ -31,18 +35,65 @@ def run(config, workdir: str):
     """Runs `config.mode` in `workdir` and returns its record (None for mode=train or when stopped
     by a signal). The command line and notebooks both come here.
 
-    Validates the config first (UserError naming the key), then records it as
-    `workdir/config.json` (process 0), so every workdir says how it was made.
+    Validates the config first (UserError naming the key), takes the workdir's lock (one run per
+    workdir), and records the config as `workdir/config.json` and, one line per start, in
+    `workdir/starts.jsonl`, warning about keys changed since the previous start.
     """
     config_lib.validate(config)
-    os.makedirs(workdir, exist_ok=True)
-    if jax.process_index() == 0:
-        files.write_json_atomic(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
-    if config.eval.splits:
-        return _run_splits(config, workdir)
-    if config.mode == "eval":
-        return evaluate_checkpoint(config, workdir)
-    return train.train_and_evaluate(config, workdir)
+    try:
+        os.makedirs(workdir, exist_ok=True)
+    except OSError as e:
+        raise errors.UserError(f"Cannot use --workdir {workdir!r}: {e.strerror}.") from None
+    try:
+        with _workdir_lock(workdir):
+            _record_start(config, workdir)
+            if config.eval.splits:
+                return _run_splits(config, workdir)
+            if config.mode == "eval":
+                return evaluate_checkpoint(config, workdir)
+            return train.train_and_evaluate(config, workdir)
+    except locks.LockHeld as e:
+        raise errors.UserError(str(e)) from None
+
+
+def _workdir_lock(workdir: str):
+    """Process 0 holds `workdir/.lock` while it runs; a second run in the workdir is refused."""
+    if jax.process_index() != 0:
+        return contextlib.nullcontext()
+    return locks.exclusive(workdir, ".lock", f"The workdir {workdir}")
+
+
+def _record_start(config, workdir: str) -> None:
+    """config.json (this start's config) and a line in starts.jsonl; names keys changed since the
+    previous start (process 0)."""
+    if jax.process_index() != 0:
+        return
+    resolved = json.loads(config.to_json())
+    path = os.path.join(workdir, "config.json")
+    previous = files.read_json(path)
+    if previous is not None and previous != resolved:
+        changed = _changed_keys(previous, resolved)
+        logging.warning("Config keys changed since the previous start in %s: %s.", workdir, changed)
+    files.write_json_atomic(path, resolved)
+    start = {
+        "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "config": resolved,
+    }
+    with open(os.path.join(workdir, "starts.jsonl"), "a") as f:
+        f.write(json.dumps(start) + "\n")
+
+
+def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed += _changed_keys(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changed.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return changed
 
 
 def _run_splits(config, workdir: str) -> dict | None:
@@ -87,12 +138,9 @@ def evaluate_checkpoint(config, workdir: str) -> dict:
     abstract = state_lib.abstract_variables(model, state_lib.init_clips(config.input), mesh)
     variables, meta, step = ckpt.restore_variables(abstract, step=step)
     ckpt.close()
-    if (meta["dataset"], meta["num_classes"]) != (data.name, data.num_classes):
-        raise checkpoint.CheckpointMismatchError(
-            f"Checkpoint step {step} in {ckpt_dir} was trained on {meta['dataset']!r} with "
-            f"{meta['num_classes']} identities; config.data is {data.name!r} with "
-            f"{data.num_classes}. Evaluate it with the dataset it was trained on."
-        )
+    train.compare_meta(
+        meta, train.checkpoint_meta(config, data), f"Checkpoint step {step} in {ckpt_dir}"
+    )
     ranking = evaluate.evaluate(
         features.extractor_for(model, config, mesh), variables, data, config
     )

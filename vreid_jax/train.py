@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import math
 import signal
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import logging
@@ -35,11 +37,16 @@ from vreid_jax import (
 )
 from vreid_jax import state as state_lib
 from vreid_jax.data import datasets, pipeline, pixels
+from vreid_jax.errors import UserError
 from vreid_jax.models import pretrained
 
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+class NonFiniteStateError(FloatingPointError):
+    """Parameters, batch-norm statistics or optimizer state became NaN or Inf; nothing is saved."""
 
 
 def loss_and_grads(state, batch, *, model, loss_config, seed):
@@ -151,8 +158,9 @@ def build(config, data, mesh, *, overlay_pretrained: bool = True):
     return model, tx, lr_fn, state, shardings
 
 
-def restore_or_keep(ckpt, state, shardings):
-    """The newest readable checkpoint, read straight onto `shardings`, or `state` when there is none."""
+def restore_or_keep(ckpt, state, shardings, expected_meta: dict):
+    """The newest usable checkpoint, read straight onto `shardings` and verified, or `state` when
+    there is none. `expected_meta` (`checkpoint_meta` of this run) is checked by `compare_meta`."""
     target = jax.tree.map(
         lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
         state,
@@ -161,9 +169,35 @@ def restore_or_keep(ckpt, state, shardings):
     restored = ckpt.restore(target)
     if restored is None:
         return state
-    restored_state, _, step = restored
+    restored_state, meta, step = restored
+    compare_meta(meta, expected_meta, f"Checkpoint step {step} in {ckpt.directory}")
     logging.info("Resuming from checkpoint step %d in %s.", step, ckpt.directory)
     return restored_state
+
+
+def compare_meta(saved: dict, expected: dict, where: str) -> None:
+    """Checks a checkpoint's `meta` against this run's (`checkpoint_meta`).
+
+    Another dataset or class count is an error. Other model or input settings than the
+    checkpoint's (whose shapes already matched) are named in a warning.
+    """
+    if (saved.get("dataset"), saved.get("num_classes")) != (
+        expected["dataset"],
+        expected["num_classes"],
+    ):
+        raise checkpoint.CheckpointMismatchError(
+            f"{where} was trained on {saved.get('dataset')!r} with {saved.get('num_classes')} "
+            f"identities; config.data is {expected['dataset']!r} with {expected['num_classes']}. "
+            "Use the dataset the checkpoint was trained on, or a new --workdir."
+        )
+    changed = [
+        f"{section}.{key}: {saved.get(section, {}).get(key)!r} -> {value!r}"
+        for section in ("model", "input")
+        for key, value in expected[section].items()
+        if saved.get(section, {}).get(key, value) != value
+    ]
+    if changed:
+        logging.warning("%s was trained with other settings: %s.", where, "; ".join(changed))
 
 
 def train_and_evaluate(config, workdir: str) -> dict | None:
@@ -207,8 +241,15 @@ def _train_and_evaluate(config, workdir: str, writer, ckpt) -> dict | None:
         config, data, mesh, overlay_pretrained=start_from_file
     )
     logging_utils.log_parameter_overview(state.params)
-    state = restore_or_keep(ckpt, state, shardings)
+    state = restore_or_keep(ckpt, state, shardings, checkpoint_meta(config, data))
     start_step = int(state.step)
+    if start_step > total_steps:
+        raise UserError(
+            f"The checkpoint in {ckpt.directory} is at step {start_step}, past the {total_steps} "
+            "steps this config trains: raise config.num_train_steps (or num_epochs), or use a new "
+            "--workdir."
+        )
+    writer.drop_after(start_step)  # Steps logged after the checkpoint are logged again.
     evaluating = config.mode == "train_and_eval"
     extractor = features.extractor_for(model, config, mesh)
     untrained = _untrained_summary(config, workdir, writer, extractor, state, data, start_step)
@@ -248,6 +289,8 @@ def _train_and_evaluate(config, workdir: str, writer, ckpt) -> dict | None:
             if log_now or save_now:  # Nothing is logged, evaluated or saved after a NaN.
                 since_log += _checked_finite(unchecked, step)
                 unchecked = []
+            if save_now:
+                _check_state_finite(state, step)
             if log_now:
                 summary = {k: float(np.mean([m[k] for m in since_log])) for k in since_log[0]}
                 writer.write_scalars(step, summary)
@@ -269,7 +312,7 @@ def _train_and_evaluate(config, workdir: str, writer, ckpt) -> dict | None:
                 )
             if save_now:
                 best_metric = {"mAP": ranking.metrics["mAP"]} if eval_now else None
-                ckpt.save(step, state, _meta(config, data), metrics=best_metric)
+                ckpt.save(step, state, checkpoint_meta(config, data), metrics=best_metric)
             for hook in hooks:
                 hook(step)
             if stop.signal_name:
@@ -343,5 +386,49 @@ def _checked_finite(step_metrics: list, last_step: int) -> list[dict]:
     return checked
 
 
-def _meta(config, data) -> dict:
-    return {"model": config.model.to_dict(), "dataset": data.name, "num_classes": data.num_classes}
+@jax.jit
+def _finite_collections(state) -> dict:
+    """Per collection of the state: are all its floating-point values finite? (On the device.)"""
+    collections = {
+        "params": state.params,
+        "batch_stats": state.batch_stats,
+        "opt_state": state.opt_state,
+    }
+    return {
+        name: jnp.all(
+            jnp.asarray(
+                [
+                    jnp.all(jnp.isfinite(leaf))
+                    for leaf in jax.tree.leaves(tree)
+                    if jnp.issubdtype(leaf.dtype, jnp.floating)
+                ]
+                or [True]
+            )
+        )
+        for name, tree in collections.items()
+    }
+
+
+def _check_state_finite(state, step: int) -> None:
+    """Raises NonFiniteStateError naming the collections with a NaN or Inf: a loss can stay finite
+    while the state is not (an exploding optimizer, batch-norm statistics unused in train mode)."""
+    bad = [name for name, ok in jax.device_get(_finite_collections(state)).items() if not ok]
+    if bad:
+        raise NonFiniteStateError(
+            f"Non-finite values in {', '.join(bad)} at step {step}: not saved. The last good "
+            "checkpoint is kept; lower config.optim.learning_rate or the loss weights."
+        )
+
+
+def checkpoint_meta(config, data) -> dict:
+    """What a checkpoint records of its run, besides its arrays (JSON: tuples become lists)."""
+    return json.loads(
+        json.dumps(
+            {
+                "model": config.model.to_dict(),
+                "input": {k: config.input[k] for k in ("height", "width", "clip_len")},
+                "dataset": data.name,
+                "num_classes": data.num_classes,
+            }
+        )
+    )

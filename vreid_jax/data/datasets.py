@@ -20,6 +20,7 @@ from data_prep.names import GALLERY_WITHOUT_QUERIES, MULTI_SPLIT, NAMES
 from vreid_jax import logging_utils
 from vreid_jax.data import tracklets
 from vreid_jax.data.tracklets import TrackletIndex
+from vreid_jax.errors import UserError
 
 MARS_GALLERIES = ("official", "torchreid")
 # How long other processes wait for process 0 to build a synthetic dataset.
@@ -91,9 +92,9 @@ def load(
     """
     name = data_config.name
     if name not in NAMES:
-        raise ValueError(f"config.data.name={name!r}; expected one of {NAMES}.")
+        raise UserError(f"config.data.name={name!r}; expected one of {NAMES}.")
     if mars_gallery not in MARS_GALLERIES:
-        raise ValueError(
+        raise UserError(
             f"config.eval.mars_gallery={mars_gallery!r}; expected one of {MARS_GALLERIES}."
         )
     data_dir = ensure_built(data_config, seed=seed, process_index=process_index)
@@ -107,14 +108,14 @@ def load(
 
     train = read("train", process_index=process_index, process_count=process_count)
     if train.label_counts is None:
-        raise ValueError(
+        raise UserError(
             f"The training split of {name!r} in config.data.data_dir={data_dir!r} is empty "
             "(or has unlabelled tracklets)."
         )
     query, gallery = read("query"), read("gallery")
     for split, split_index in (("query", query), ("gallery", gallery)):
         if not len(split_index):
-            raise ValueError(
+            raise UserError(
                 f"The {split} split of {name!r} in config.data.data_dir={data_dir!r} is empty."
             )
     protocol = name
@@ -148,26 +149,30 @@ def ensure_built(data_config, *, seed: int = 0, process_index: int = 0) -> str:
     if synthetic_config.enabled and not data_dir:
         data_dir = default_synthetic_dir(data_config, seed)
     if not data_dir:
-        raise ValueError(
+        raise UserError(
             "config.data.data_dir is empty: set it to the folder built by `python -m data_prep.build "
             f"--dataset {name} --manual_dir RAW --data_dir DIR`."
         )
     if build.is_built(name, data_dir):
         return data_dir
     if not synthetic_config.enabled:
-        raise ValueError(
+        raise UserError(
             f"No built {name!r} dataset in config.data.data_dir={data_dir!r}. Build it with: "
             f"python -m data_prep.build --dataset {name} --manual_dir RAW --data_dir {data_dir} "
             "(or set config.data.synthetic.enabled=True for a generated stand-in)."
         )
     if process_index == 0:
-        from data_prep import synthetic  # noqa: PLC0415
+        from data_prep import locks, synthetic  # noqa: PLC0415
 
-        raw = os.path.join(data_dir, "raw", name)
-        logging.info("Generating a synthetic %s dataset in %s and building it.", name, raw)
-        shutil.rmtree(raw, ignore_errors=True)  # Left over by an interrupted generation.
-        synthetic.generate(name, raw, seed=seed, **generate_kwargs(synthetic_config))
-        build.build(name, raw, data_dir)
+        # Two runs starting on one synthetic dataset: the second waits for the first's build.
+        with locks.exclusive(data_dir, f".{name}.synthetic.lock", "A synthetic build", wait=True):
+            if build.is_built(name, data_dir):
+                return data_dir
+            raw = os.path.join(data_dir, "raw", name)
+            logging.info("Generating a synthetic %s dataset in %s and building it.", name, raw)
+            shutil.rmtree(raw, ignore_errors=True)  # Left over by an interrupted generation.
+            synthetic.generate(name, raw, seed=seed, **generate_kwargs(synthetic_config))
+            build.build(name, raw, data_dir)
         return data_dir
     deadline = time.monotonic() + _BUILD_WAIT_SECONDS
     while not build.is_built(name, data_dir):

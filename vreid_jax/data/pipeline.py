@@ -21,6 +21,7 @@ from absl import logging
 
 from vreid_jax.data import augment, sampling
 from vreid_jax.data.tracklets import TrackletIndex
+from vreid_jax.errors import UserError
 
 
 def steps_per_epoch(index: TrackletIndex, input_config) -> int:
@@ -278,7 +279,7 @@ def eval_frame_batches(
 def check_frame_size(index: TrackletIndex, input_config, what: str) -> None:
     """Errors if the split is empty or the configured frame size exceeds the stored frames."""
     if len(index) == 0:
-        raise ValueError(
+        raise UserError(
             f"The {what} split is empty: check config.data.name and config.data.data_dir."
         )
     height, width = index.frame_size()
@@ -287,7 +288,7 @@ def check_frame_size(index: TrackletIndex, input_config, what: str) -> None:
         ("width", input_config.width, width),
     ):
         if want > have:
-            raise ValueError(
+            raise UserError(
                 f"config.input.{key}={want} exceeds the stored {what} frames, which are "
                 f"{height}x{width} (height x width); lower config.input.{key} or rebuild the dataset "
                 "with a larger `--resize` in `python -m data_prep.build`."
@@ -296,18 +297,18 @@ def check_frame_size(index: TrackletIndex, input_config, what: str) -> None:
 
 def _check_train_config(cfg) -> None:
     if cfg.clip_len <= 0:
-        raise ValueError(f"config.input.clip_len={cfg.clip_len} must be positive.")
+        raise UserError(f"config.input.clip_len={cfg.clip_len} must be positive.")
     if cfg.train_sampler == "restricted_window" and cfg.window < cfg.clip_len:
-        raise ValueError(
+        raise UserError(
             f"config.input.window={cfg.window} is shorter than config.input.clip_len={cfg.clip_len}."
         )
     if cfg.train_sampler not in sampling.TEMPORAL_SAMPLERS:
-        raise ValueError(
+        raise UserError(
             f"config.input.train_sampler={cfg.train_sampler!r}; expected one of "
             f"{sampling.TEMPORAL_SAMPLERS}."
         )
     if cfg.pad < 0 or not 0.0 <= cfg.random_erasing <= 1.0:
-        raise ValueError(
+        raise UserError(
             f"config.input.pad={cfg.pad} must be >= 0 and config.input.random_erasing="
             f"{cfg.random_erasing} a probability."
         )

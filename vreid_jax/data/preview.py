@@ -15,7 +15,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 from PIL import Image, ImageDraw
 
-from vreid_jax import files, logging_utils
+from vreid_jax import errors, files, logging_utils
 from vreid_jax.data import sampling
 
 _LABEL_WIDTH = 56  # Pixels left of each row for its pid and label.
@@ -92,7 +92,10 @@ def main(argv):
     del argv
     logging_utils.quiet_tensorflow()
     logging.set_verbosity(logging.WARNING)  # The summary is printed below; don't log it twice.
-    print(preview(FLAGS.config, FLAGS.out, num_clips=FLAGS.num_clips, step=FLAGS.step))
+    try:
+        print(preview(FLAGS.config, FLAGS.out, num_clips=FLAGS.num_clips, step=FLAGS.step))
+    except errors.USER_ERRORS as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ import math
 
 import numpy as np
 
+from vreid_jax.errors import UserError
+
 # Purposes, mixed into every seed so that the streams are independent.
 _IDENTITIES, _TRACKLETS, _FRAMES, _AUGMENT = range(4)
 
@@ -51,7 +53,7 @@ def steps_per_epoch(
         return max(
             1, int(_groups_per_label(label_counts, num_instances).sum()) // num_ids_per_batch
         )
-    raise ValueError(f"config.input.epoch={epoch!r}; expected one of {EPOCHS}.")
+    raise UserError(f"config.input.epoch={epoch!r}; expected one of {EPOCHS}.")
 
 
 def _groups_per_label(label_counts: np.ndarray, num_instances: int) -> np.ndarray:
@@ -94,12 +96,12 @@ class PKSampler:
         """
         num_classes = len(label_counts)
         if num_ids_per_batch > num_classes:
-            raise ValueError(
+            raise UserError(
                 f"config.input.num_ids_per_batch={num_ids_per_batch} exceeds the {num_classes} "
                 "training identities of the dataset."
             )
         if num_ids_per_batch % process_count:
-            raise ValueError(
+            raise UserError(
                 f"config.input.num_ids_per_batch={num_ids_per_batch} is not divisible by the "
                 f"{process_count} processes; each process contributes P / processes identities."
             )
@@ -248,7 +250,7 @@ def sample_frames(
         return consecutive(length, clip_len, generator)
     if name == "evenly":
         return evenly(length, clip_len)
-    raise ValueError(f"config.input.train_sampler={name!r}; expected one of {TEMPORAL_SAMPLERS}.")
+    raise UserError(f"config.input.train_sampler={name!r}; expected one of {TEMPORAL_SAMPLERS}.")
 
 
 # ----------------------------------------------------------------------------- evaluation chunks

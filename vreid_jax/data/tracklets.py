@@ -17,6 +17,8 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
+from vreid_jax.errors import UserError
+
 
 @dataclasses.dataclass
 class TrackletIndex:
@@ -65,7 +67,7 @@ class TrackletIndex:
     def training_label_counts(self) -> np.ndarray:
         """`label_counts`, or a ValueError when this is not a training split with labels."""
         if self.label_counts is None or len(self.label_counts) == 0:
-            raise ValueError(
+            raise UserError(
                 "The training split is empty or has no training labels: check config.data.name and "
                 "config.data.data_dir."
             )

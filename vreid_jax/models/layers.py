@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from vreid_jax.errors import UserError
 from vreid_jax.models import max_pool, pointwise_conv
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -33,7 +34,7 @@ def torch_default_bias(fan_in: int):
 def compute_dtype(name: str) -> jnp.dtype:
     """Maps the `config.model.dtype` string to a jnp dtype."""
     if name not in _DTYPES:
-        raise ValueError(f"config.model.dtype={name!r}; expected one of {sorted(_DTYPES)}.")
+        raise UserError(f"config.model.dtype={name!r}; expected one of {sorted(_DTYPES)}.")
     return _DTYPES[name]
 
 

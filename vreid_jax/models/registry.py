@@ -9,6 +9,7 @@ import ml_collections
 from absl import logging
 from flax import linen as nn
 
+from vreid_jax.errors import UserError
 from vreid_jax.models import gltr, layers, nl3d, resnet, temporal
 
 
@@ -31,14 +32,14 @@ def resolve_blocks(
     """
     value = tuple(tuple(v) for v in value)
     if len(value) != len(stage_sizes):
-        raise ValueError(
+        raise UserError(
             f"config.model.{key}={value!r}: expected {len(stage_sizes)} tuples, one per stage "
             "(res2..res5)."
         )
     resolved = []
     for stage, (positions, size) in enumerate(zip(value, stage_sizes, strict=True)):
         if any(isinstance(p, bool) or not isinstance(p, int) or p < 0 for p in positions):
-            raise ValueError(
+            raise UserError(
                 f"config.model.{key}: stage res{stage + 2} has {positions!r}; expected "
                 "non-negative 0-based block indices."
             )
@@ -61,25 +62,25 @@ def resolve_blocks(
 
 def _check_choice(key: str, value, choices) -> None:
     if value not in choices:
-        raise ValueError(f"config.model.{key}={value!r}; expected one of {tuple(choices)}.")
+        raise UserError(f"config.model.{key}={value!r}; expected one of {tuple(choices)}.")
 
 
 def build_backbone(model_config: ml_collections.ConfigDict, *, video: bool) -> resnet.ResNet:
     """The ResNet trunk; `video=True` adds NL3D's temporal convs and non-local blocks."""
     sizes = resnet.stage_sizes_for(model_config.depth, model_config.stage_sizes)
     if model_config.width < 1:
-        raise ValueError(f"config.model.width={model_config.width} must be positive.")
+        raise UserError(f"config.model.width={model_config.width} must be positive.")
     _check_choice("last_stride", model_config.last_stride, (1, 2))
     kwargs = {}
     if video:
         kernel = model_config.temporal_kernel
         if not isinstance(kernel, int) or kernel < 1 or kernel % 2 == 0:
-            raise ValueError(f"config.model.temporal_kernel={kernel!r} must be a positive odd int.")
+            raise UserError(f"config.model.temporal_kernel={kernel!r} must be a positive odd int.")
         _check_choice("temporal_padding", model_config.temporal_padding, temporal.PADDINGS)
         _check_choice("temporal_init", model_config.temporal_init, temporal.INITS)
         stages = tuple(model_config.temporal_stages)
         if any(s not in range(len(sizes)) for s in stages):
-            raise ValueError(
+            raise UserError(
                 f"config.model.temporal_stages={stages!r}: expected stage indices 0 (res2) to 3 (res5)."
             )
         blocks = resolve_blocks("temporal_blocks", model_config.temporal_blocks, sizes, True)
@@ -119,7 +120,7 @@ def _build_gltr(model_config: ml_collections.ConfigDict, num_classes: int) -> nn
         or len(set(dilations)) != len(dilations)
         or any(not isinstance(r, int) or r < 1 for r in dilations)
     ):
-        raise ValueError(
+        raise UserError(
             f"config.model.gltr_dilations={dilations!r}: expected distinct positive ints, e.g. "
             "(1, 2, 3) (official code) or (1, 2, 4) (paper)."
         )
@@ -165,7 +166,7 @@ MODELS: dict[str, ModelSpec] = {
 def spec(name: str) -> ModelSpec:
     """The registry entry of model `name` (`config.model.name`)."""
     if name not in MODELS:
-        raise ValueError(f"config.model.name={name!r}; expected one of {sorted(MODELS)}.")
+        raise UserError(f"config.model.name={name!r}; expected one of {sorted(MODELS)}.")
     return MODELS[name]
 
 

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 from flax import linen as nn
 
+from vreid_jax.errors import UserError
 from vreid_jax.models import layers, non_local, temporal
 
 # torchvision's depths: blocks per stage res2..res5 and the block type.
@@ -37,7 +38,7 @@ EXPANSION = {"basic": 1, "bottleneck": 4}
 def block_for(depth: int) -> str:
     """The block type of a torchvision ResNet of `depth`: 'basic' below 50, else 'bottleneck'."""
     if depth not in STAGE_SIZES:
-        raise ValueError(
+        raise UserError(
             f"config.model.depth={depth}: torchvision ResNets exist for depths {sorted(STAGE_SIZES)} "
             "(18 and 34 with basic blocks, the others with bottlenecks); set "
             "config.model.stage_sizes for a custom number of blocks."
@@ -52,7 +53,7 @@ def stage_sizes_for(depth: int, stage_sizes: Sequence[int] = ()) -> tuple[int, .
         return STAGE_SIZES[depth]
     sizes = tuple(stage_sizes)
     if len(sizes) != 4 or any(not isinstance(n, int) or n < 1 for n in sizes):
-        raise ValueError(
+        raise UserError(
             f"config.model.stage_sizes={stage_sizes!r}: expected 4 positive block counts (res2..res5)."
         )
     return sizes

@@ -3,7 +3,8 @@ r"""Parameter counts and forward FLOPs of the configured model, from abstract sh
   python -m vreid_jax.models.summary --config configs/default.py [--config.model.name=gltr]
 
 FLOPs come from XLA's cost analysis of the jitted eval-mode forward pass (lowered, not run), on one
-`clip_len x height x width` clip; for GLTR also per frame through the encoder alone.
+`clip_len x height x width` clip; for frame-sequence models (GLTR) also per frame through the
+encoder alone.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import jax.numpy as jnp
 from absl import app, flags
 from ml_collections import config_flags
 
-from vreid_jax import logging_utils
+from vreid_jax import errors, logging_utils
 from vreid_jax.models import layers, registry
 
 config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/default.py.")
@@ -51,7 +52,7 @@ def summarize(config, num_classes: int) -> dict:
         "total_params": layers.count_params(variables["params"]),
         "flops_per_clip": forward_flops(module, variables, clip_shape),
     }
-    if config.model.name == "gltr":
+    if registry.spec(config.model.name).extraction == registry.FRAME_SEQUENCE:
         result["flops_per_frame_encoder"] = forward_flops(
             module, variables, (1, height, width, 3), method="encode_frames"
         )
@@ -60,7 +61,10 @@ def summarize(config, num_classes: int) -> dict:
 
 def main(argv):
     del argv
-    summary = summarize(flags.FLAGS.config, flags.FLAGS.num_classes)
+    try:
+        summary = summarize(flags.FLAGS.config, flags.FLAGS.num_classes)
+    except errors.USER_ERRORS as e:
+        raise SystemExit(f"error: {e}") from None
     rows = [[name, f"{count:,}"] for name, count in summary["params"].items()]
     rows.append(["total", f"{summary['total_params']:,}"])
     logging_utils.log_table(f"{summary['model']} parameters", ["module", "params"], rows)

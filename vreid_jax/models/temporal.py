@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from vreid_jax.errors import UserError
 from vreid_jax.models import layers
 
 PADDINGS = ("zeros", "edge")
@@ -24,7 +25,7 @@ def identity_taps(kernel_size: int, channels: int, mode: str) -> jnp.ndarray:
     elif mode == "center":
         taps = jnp.zeros((kernel_size,), jnp.float32).at[kernel_size // 2].set(1.0)
     else:
-        raise ValueError(f"config.model.temporal_init={mode!r}; expected one of {INITS}.")
+        raise UserError(f"config.model.temporal_init={mode!r}; expected one of {INITS}.")
     return (taps[:, None, None] * eye)[:, None, None]
 
 
@@ -36,7 +37,7 @@ def temporal_conv(x, *, kernel_size: int, padding: str, init: str, dtype, name: 
     replicates the border frames, so a temporally constant clip stays exact everywhere.
     """
     if padding not in PADDINGS:
-        raise ValueError(f"config.model.temporal_padding={padding!r}; expected one of {PADDINGS}.")
+        raise UserError(f"config.model.temporal_padding={padding!r}; expected one of {PADDINGS}.")
     half = kernel_size // 2
     if padding == "edge":
         x = jnp.pad(x, ((0, 0), (half, half), (0, 0), (0, 0), (0, 0)), mode="edge")
