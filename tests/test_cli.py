@@ -46,3 +46,29 @@ def test_cli_bad_value_names_the_key(repo_root, workdir):
         cwd=repo_root,
     )
     assert proc.returncode != 0 and "config.mode" in proc.stderr
+
+
+def test_cli_runtime_errors_are_one_line(repo_root, tmp_path):
+    """Problems a user can fix end the run with `error: ...` naming the key, file or folder."""
+    broken = tmp_path / "broken.py"
+    broken.write_text("def get_config(:\n")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    tiny = ["--config", "configs/tiny.py", "--workdir", str(tmp_path / "run")]
+    cases = [
+        (["--config", str(broken), "--workdir", str(tmp_path / "w")], "cannot load the --config"),
+        ([*tiny, "--config.data.name=market"], "config.data.name='market'"),
+        (["--config", "configs/tiny.py", "--workdir", str(a_file)], "Cannot use --workdir"),
+        (
+            [
+                *tiny,
+                f"--config.data.data_dir={tmp_path / 'none'}",
+                "--config.data.synthetic.enabled=false",
+            ],
+            "No built 'mars' dataset",
+        ),
+    ]
+    for args, message in cases:
+        proc = _main(*args, cwd=repo_root)
+        assert proc.returncode != 0, args
+        assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
