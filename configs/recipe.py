@@ -9,20 +9,6 @@ from configs import default
 from data_prep import names
 from vreid_jax import config_lib
 
-# Published numbers to compare with (mAP / rank-1 in %, or rank-1 only), from the papers' tables.
-PUBLISHED = {
-    ("nl3d", "mars"): "mAP 77.0 / R1 84.3 (Liao et al. 2018)",
-    ("nl3d", "ilidsvid"): "R1 81.3 over 10 splits (Liao et al. 2018)",
-    ("nl3d", "prid2011"): "R1 91.2 over 10 splits (Liao et al. 2018)",
-    ("nl3d", "dukev"): "not reported by the paper",
-    ("nl3d", "lsvid"): "not reported by the paper",
-    ("gltr", "mars"): "mAP 78.47 / R1 87.02 (Li et al. 2019)",
-    ("gltr", "dukev"): "mAP 93.74 / R1 96.29 (Li et al. 2019)",
-    ("gltr", "ilidsvid"): "R1 86.0 / R5 98.0 over 10 splits (Li et al. 2019)",
-    ("gltr", "prid2011"): "R1 95.5 over 10 splits (Li et al. 2019)",
-    ("gltr", "lsvid"): "mAP 44.32 / R1 63.07 (Li et al. 2019)",
-}
-
 
 def make(model: str, dataset: str, arg: str | None):
     """The recipe config for `model` on `dataset`; `arg` may set `split=N` or `all_splits`."""
