@@ -9,7 +9,8 @@ from helpers import tiny_config
 
 from vreid_jax import evaluate, features, metrics, models, optim, parallel
 from vreid_jax import state as state_lib
-from vreid_jax.data import fake, pipeline, pixels
+from vreid_jax.data import datasets, fake, pipeline, pixels
+from vreid_jax.data.tracklets import TrackletIndex
 
 LENGTHS = [1, 3, 4, 7, 9, 30]
 
@@ -137,3 +138,44 @@ def test_rank_reports_reranking_separately():
     assert set(summary["reranked"]) >= set(metrics.SUMMARY_KEYS)
     assert summary["mAP"] > 0.8  # Well-separated identities rank correctly...
     assert summary["reranked"]["mAP"] > 0.8  # ...with and without re-ranking.
+
+
+@pytest.mark.parametrize("gallery_choice", ["official", "torchreid"])
+def test_every_protocol_equals_evaluate_rank_on_its_gallery(gallery_choice):
+    """MARS-style data: the four numbers (both galleries x both AP formulas) each equal
+    `metrics.evaluate_rank` called on that gallery, whichever gallery is the headline."""
+    config = tiny_config("nl3d", **{"eval.mars_gallery": gallery_choice})
+    rng = np.random.default_rng(0)
+    query = fake.make_index([1] * 6, 3, train=False, num_cameras=2)
+    stored = fake.make_index([3] * 6, 3, train=False, num_cameras=2, seed=1)
+    centres = rng.normal(size=(6, 16))
+    qf = centres + rng.normal(size=(6, 16))
+    stored_f = np.repeat(centres, 3, axis=0) + rng.normal(size=(18, 16))
+    if gallery_choice == "official":
+        gallery, gf = TrackletIndex.concatenate(query, stored), np.concatenate([qf, stored_f])
+    else:
+        gallery, gf = stored, stored_f
+    data = datasets.ReidData(
+        train=query, query=query, gallery=gallery, num_classes=1, num_train_tracklets=1,
+        name="mars", protocol=f"mars-{gallery_choice}", gallery_choice=gallery_choice,
+    )  # fmt: skip
+    ranking = evaluate.rank(qf, gf, query, gallery, config.eval)
+    protocols = evaluate.protocols(qf, gf, data, config.eval, ranking.distances)
+
+    official_f = np.concatenate([qf, stored_f])
+    official = TrackletIndex.concatenate(query, stored)
+    for gallery_name, g_feats, g_index in (
+        ("official", official_f, official),
+        ("torchreid", stored_f, stored),
+    ):
+        distmat = metrics.pairwise_distances(qf, g_feats, normalize=True)
+        for ap_mode in metrics.AP_MODES:
+            expected = metrics.evaluate_rank(
+                distmat, query.pids, g_index.pids, query.camids, g_index.camids, ap_mode=ap_mode
+            )
+            got = protocols[f"{gallery_name}/{ap_mode}"]
+            assert got["mAP"] == pytest.approx(float(expected["mAP"]), abs=1e-6)
+            assert got["rank1"] == pytest.approx(float(expected["cmc"][0]), abs=1e-6)
+    assert protocols[f"{gallery_choice}/standard"]["mAP"] == ranking.metrics["mAP"]
+    # The formulas differ: trapezoid AP is not the standard one on this ranking.
+    assert protocols["official/trapezoid"]["mAP"] != protocols["official/standard"]["mAP"]

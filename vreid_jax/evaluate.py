@@ -1,7 +1,13 @@
 """Evaluation: query and gallery features (`vreid_jax.features`), then the ranking metrics.
 
-`evaluate` returns a `Ranking`: the summary metrics of `config.eval`'s protocol and the distance
-matrix they were computed from (the ranked-list pictures of `vreid_jax.reports` draw from it).
+`evaluate` returns a `Ranking`: the summary metrics of `config.eval`'s protocol (the headline), the
+same metrics under every other protocol the features allow (`protocols`), and the headline's
+distance matrix (the ranked-list pictures of `vreid_jax.reports` draw from it).
+
+Published numbers use different protocols: the MARS MATLAB code and GLTR the trapezoid AP, torchreid
+and most PyTorch codes the standard AP; AP3D and its successors the 11,310-tracklet MARS gallery
+(queries included), TF-CLIP and VID-Trans-ReID the 9,330 one. Every evaluation reports all of them
+from the one set of features, so any published number can be compared without re-running.
 """
 
 from __future__ import annotations
@@ -18,8 +24,10 @@ class Ranking:
     """What one evaluation measured.
 
     Attributes:
-      metrics: mAP, mINP, rank1/5/10/20, the CMC curve and the number of valid queries; with
-        `config.eval.rerank`, the same after k-reciprocal re-ranking under 'reranked'. JSON-able.
+      metrics: mAP, mINP, rank1/5/10/20, the CMC curve and the number of valid queries of the
+        headline protocol; with `config.eval.rerank`, the same after k-reciprocal re-ranking under
+        'reranked'; from `evaluate`, every protocol's summary under 'protocols' (see
+        `protocols`). JSON-able.
       distances: `[num_query, num_gallery]` query-gallery distances, before any re-ranking.
     """
 
@@ -27,21 +35,25 @@ class Ranking:
     distances: np.ndarray
 
 
+def _distances(a, b, eval_config):
+    return metrics.pairwise_distances(
+        a, b, metric=eval_config.distance, normalize=eval_config.normalize_features
+    )
+
+
+def _ranked(distmat, query, gallery, eval_config, ap_mode: str) -> dict:
+    return _summarise(
+        metrics.evaluate_rank(
+            distmat, query.pids, gallery.pids, query.camids, gallery.camids,
+            max_rank=eval_config.max_rank, ap_mode=ap_mode,
+        )
+    )  # fmt: skip
+
+
 def rank(qf, gf, query, gallery, eval_config) -> Ranking:
     """CMC/mAP/mINP (and optionally re-ranked ones) for query/gallery features."""
-
-    def distances(a, b):
-        return metrics.pairwise_distances(
-            a, b, metric=eval_config.distance, normalize=eval_config.normalize_features
-        )
-
-    def ranked(distmat):
-        return _summarise(
-            metrics.evaluate_rank(
-                distmat, query.pids, gallery.pids, query.camids, gallery.camids,
-                max_rank=eval_config.max_rank, ap_mode=eval_config.ap_mode,
-            )
-        )  # fmt: skip
+    distances = lambda a, b: _distances(a, b, eval_config)
+    ranked = lambda distmat: _ranked(distmat, query, gallery, eval_config, eval_config.ap_mode)
 
     distmat = distances(qf, gf)
     summary = ranked(distmat)
@@ -68,9 +80,56 @@ def _summarise(ranked: dict) -> dict:
     return out
 
 
+@dataclasses.dataclass
+class _Labels:
+    """The identities and cameras of a gallery: all `metrics.evaluate_rank` needs of it."""
+
+    pids: np.ndarray
+    camids: np.ndarray
+
+
+def protocols(qf, gf, data, eval_config, distmat) -> dict[str, dict]:
+    """The summary metrics (`metrics.SUMMARY_KEYS`) of every protocol the features allow.
+
+    Keys:
+    - 'standard' and 'trapezoid' (the AP formula) for the datasets with one gallery;
+    - '<gallery>/<AP formula>' on MARS and LS-VID, with both galleries: 'official' (the queries
+      are in the gallery) and 'torchreid' (they are not).
+
+    `distmat` is the distance matrix of `data.gallery`, already computed for the headline.
+    """
+    galleries = {data.gallery_choice: (distmat, data.gallery)}
+    num_query = len(data.query)
+    if data.gallery_choice == "official":  # `data.gallery` starts with the queries.
+        tail = slice(num_query, None)
+        galleries["torchreid"] = (
+            distmat[:, tail],
+            _Labels(data.gallery.pids[tail], data.gallery.camids[tail]),
+        )
+    elif data.gallery_choice == "torchreid":
+        official = _Labels(
+            np.concatenate([data.query.pids, data.gallery.pids]),
+            np.concatenate([data.query.camids, data.gallery.camids]),
+        )
+        galleries["official"] = (
+            np.concatenate([_distances(qf, qf, eval_config), distmat], axis=1),
+            official,
+        )
+    results = {}
+    for gallery_name, (gallery_distmat, gallery) in sorted(galleries.items(), key=str):
+        for ap_mode in metrics.AP_MODES:
+            key = ap_mode if gallery_name is None else f"{gallery_name}/{ap_mode}"
+            summary = _ranked(gallery_distmat, data.query, gallery, eval_config, ap_mode)
+            results[key] = {k: summary[k] for k in metrics.SUMMARY_KEYS}
+    return results
+
+
 def evaluate(extractor, variables, data, config) -> Ranking:
     """Features of `data.query` and `data.gallery` by `extractor` (`features.extractor_for`) at
-    `variables`, ranked by `config.eval`'s protocol."""
+    `variables`, ranked by `config.eval`'s protocol (the headline) and by every other
+    (`protocols`)."""
     qf = extractor(variables, data.query)
     gf = extractor(variables, data.gallery)
-    return rank(qf, gf, data.query, data.gallery, config.eval)
+    ranking = rank(qf, gf, data.query, data.gallery, config.eval)
+    ranking.metrics["protocols"] = protocols(qf, gf, data, config.eval, ranking.distances)
+    return ranking

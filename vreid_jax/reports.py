@@ -31,6 +31,8 @@ def results_record(summary: dict, data, config, step: int, untrained: dict | Non
     }
     if "reranked" in summary:
         record["reranked"] = {k: summary["reranked"][k] for k in SUMMARY_KEYS}
+    if "protocols" in summary:
+        record["protocols"] = summary["protocols"]
     if untrained is not None:
         record["untrained"] = {k: untrained[k] for k in SUMMARY_KEYS}
     return record
@@ -48,13 +50,33 @@ def splits_record(records: list[dict], config) -> dict:
         "num_query": first["num_query"],
         "num_gallery": first["num_gallery"],
         **{k: float(np.mean([r[k] for r in records])) for k in SUMMARY_KEYS},
+        "protocols": {
+            key: {
+                k: float(np.mean([r["protocols"][key][k] for r in records])) for k in SUMMARY_KEYS
+            }
+            for key in first.get("protocols", {})
+        },
         "splits": [{"split": s, **r} for s, r in zip(splits, records, strict=True)],
     }
 
 
 def print_table(record: dict) -> str:
-    """Logs and returns the final metric table (percent): the untrained network's row when there is
-    one, then the trained network's (and the re-ranked one's), or one row per split and the mean."""
+    """Logs and returns the final metric tables (percent): the headline protocol's (the untrained
+    network's row when there is one, then the trained network's and the re-ranked one's; or one
+    row per split and the mean), then the trained network under every protocol."""
+    text = _headline_table(record)
+    if record.get("protocols"):
+        rows = [_row(key, summary) for key, summary in record["protocols"].items()]
+        what = "the mean over splits" if "splits" in record else f"step {record['step']}"
+        text += "\n" + logging_utils.log_table(
+            f"{what} under every protocol ([gallery/]AP formula), in %",
+            ["protocol", *SUMMARY_KEYS],
+            rows,
+        )
+    return text
+
+
+def _headline_table(record: dict) -> str:
     if "splits" in record:
         rows = [_row(f"split {r['split']}", r) for r in record["splits"]]
         rows.append(_row("mean", record))

@@ -40,6 +40,9 @@ class ReidData:
       num_train_tracklets: training tracklets over all processes.
       name: dataset name.
       protocol: e.g. 'mars-official', 'mars-torchreid', 'dukev', 'ilidsvid-split3'.
+      gallery_choice: for datasets whose stored gallery excludes the queries (MARS, LS-VID), the
+        `config.eval.mars_gallery` in use: 'official' (`gallery` = query + stored gallery) or
+        'torchreid' (the stored gallery alone); None for the others.
     """
 
     train: TrackletIndex
@@ -49,6 +52,7 @@ class ReidData:
     num_train_tracklets: int
     name: str
     protocol: str
+    gallery_choice: str | None = None
 
     def summary_rows(self) -> list[list]:
         """Rows of the summary table (header `tracklets.SUMMARY_HEADER`); train is this process's slice."""
@@ -133,6 +137,7 @@ def load(
         num_train_tracklets=int(np.sum(train.label_counts)),
         name=name,
         protocol=protocol,
+        gallery_choice=mars_gallery if name in GALLERY_WITHOUT_QUERIES else None,
     )
 
 
