@@ -133,13 +133,14 @@ def get_config(arg=None):
     # ---------------------------------------------------------------- optimiser and schedule
     config.optim = ml_collections.ConfigDict()
     # 'adam': PyTorch Adam(weight_decay=...) semantics, coupled L2 added to the gradient before the
-    # moments; 'adamw': decoupled decay.
+    # moments; 'adamw': decoupled decay; 'sgd': PyTorch SGD(momentum, weight_decay) semantics.
     config.optim.name = "adam"
     config.optim.learning_rate = 3e-4  # Peak learning rate (reached after the warmup).
     config.optim.weight_decay = 5e-4  # On every parameter, BN and biases included (torchreid).
     config.optim.b1 = 0.9  # Adam's beta1, beta2 and epsilon (torch.optim.Adam defaults).
     config.optim.b2 = 0.999
     config.optim.eps = 1e-8
+    config.optim.momentum = 0.9  # 'sgd' only: torch.optim.SGD's momentum (dampening 0).
     config.schedule = ml_collections.ConfigDict()
     # Every schedule starts with a linear warmup from 0 to `optim.learning_rate` (none when 0), then:
     # 'exponential': lr * decay_rate ** (epochs since the warmup / decay_epochs);

@@ -3,8 +3,10 @@
 'adam' reproduces PyTorch `torch.optim.Adam(lr, betas, eps, weight_decay)`: the L2 term wd * w is
 added to the gradient BEFORE the moment estimates (coupled decay), and the bias correction is the
 same as torch's (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps). 'adamw' decouples the decay:
-the update is lr * (adam_direction + wd * w), as `torch.optim.AdamW` and `optax.adamw`. Weight decay
-applies to every parameter (BN scales and biases included), as in torchreid's Adam recipe.
+the update is lr * (adam_direction + wd * w), as `torch.optim.AdamW` and `optax.adamw`. 'sgd' is
+`torch.optim.SGD(lr, momentum, weight_decay)` with dampening 0: coupled decay, then the momentum
+buffer, which starts at the first gradient. Weight decay applies to every parameter (BN scales and
+biases included), as in torchreid's Adam recipe and the official GLTR code.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from vreid_jax.config_lib import epochs_to_steps
 from vreid_jax.errors import UserError
 
 SCHEDULES = ("exponential", "multistep", "constant")
-OPTIMIZERS = ("adam", "adamw")
+OPTIMIZERS = ("adam", "adamw", "sgd")
 
 
 def create_learning_rate_fn(config, steps_per_epoch: int) -> optax.Schedule:
@@ -93,6 +95,10 @@ def create_optimizer(
         chain = [decay, adam]  # Coupled L2: the decay enters the moments.
     elif optim.name == "adamw":
         chain = [adam, decay]  # Decoupled: the decay bypasses the moments.
+    elif optim.name == "sgd":
+        # torch.optim.SGD(momentum, weight_decay, dampening=0, nesterov=False): the L2 term joins
+        # the gradient, then buf = momentum * buf + grad (buf = grad at the first step).
+        chain = [decay, optax.trace(decay=optim.momentum, nesterov=False)]
     else:
         raise UserError(f"config.optim.name={optim.name!r}; expected one of {OPTIMIZERS}.")
     tx = optax.chain(*chain, optax.scale_by_learning_rate(learning_rate_fn))

@@ -21,7 +21,7 @@ def _near_one(stddev: float):
     return init
 
 
-def _head_bn(train: bool, name: str, scale_init=nn.initializers.ones) -> nn.BatchNorm:
+def _head_bn(train: bool, name: str, scale_init=nn.initializers.ones) -> layers.BatchNorm:
     return layers.batch_norm(train, jnp.float32, name, scale_init=scale_init)
 
 

@@ -10,6 +10,7 @@ from flax import linen as nn
 
 from vreid_jax.errors import UserError
 from vreid_jax.models import max_pool, pointwise_conv
+from vreid_jax.models.batch_norm import BatchNorm
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -38,18 +39,18 @@ def compute_dtype(name: str) -> jnp.dtype:
     return _DTYPES[name]
 
 
-def batch_norm(train: bool, dtype, name: str, scale_init=nn.initializers.ones) -> nn.BatchNorm:
-    """BatchNorm with PyTorch's defaults (momentum 0.1 there = 0.9 here, epsilon 1e-5).
+def batch_norm(train: bool, dtype, name: str, scale_init=nn.initializers.ones) -> BatchNorm:
+    """BatchNorm with PyTorch's defaults (momentum 0.1 there = 0.9 here, epsilon 1e-5) and training
+    numerics (`vreid_jax.models.batch_norm`).
 
     No `axis_name`: under jit with a batch-sharded array the statistics are already global. The
     statistics are reduced and stored in float32 whatever the compute dtype.
     """
-    return nn.BatchNorm(
+    return BatchNorm(
         use_running_average=not train,
         momentum=0.9,
         epsilon=1e-5,
         dtype=dtype,
-        param_dtype=jnp.float32,
         scale_init=scale_init,
         name=name,
     )

@@ -74,7 +74,7 @@ class _Block(nn.Module):
     temporal_init: str = "inflate"
     dtype: jnp.dtype = jnp.float32
 
-    def norm(self, train: bool, name: str) -> nn.BatchNorm:
+    def norm(self, train: bool, name: str) -> layers.BatchNorm:
         return layers.batch_norm(train, self.dtype, name)
 
     def spatial_conv(self, x, name: str):
