@@ -54,11 +54,14 @@ def get_config(arg=None):
     # Frame size fed to the network (height, width), after resizing.
     config.input.height = 256
     config.input.width = 128
+    # How frames of another size are resized to it (antialiased): 'bicubic' or 'bilinear'.
+    config.input.resize = "bicubic"
     # P identities x K clips per global batch (global batch = P * K clips).
     config.input.num_ids_per_batch = 32
     config.input.num_instances = 4
     # 'identity': every training identity once per epoch with K tracklets (replacement where it has
-    # fewer); 'tracklet': torchreid/AP3D's RandomIdentitySampler, every tracklet about once per epoch.
+    # fewer); 'tracklet': torchreid/AP3D's RandomIdentitySampler, every tracklet about once per epoch
+    # (with K = 1: batches of P random tracklets of distinct identities, no identity sampling).
     config.input.epoch = "identity"
     # Frames per training clip (T).
     config.input.clip_len = 8

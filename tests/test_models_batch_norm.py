@@ -42,3 +42,15 @@ def test_train_mode_matches_torch(offset):
         flax_bn = nn.BatchNorm(use_running_average=False, momentum=0.9, epsilon=1e-5)
         flax_y, _ = flax_bn.apply(variables, x, mutable=["batch_stats"])
         assert np.abs(flax_y - expected).max() > 1e-2
+
+
+def test_masked_positions_count_nowhere():
+    """GLTR's padded frames: statistics over the valid rows equal those of the valid rows alone."""
+    x = np.random.default_rng(0).normal(size=(2, 6, 4)).astype(np.float32)
+    mask = np.array([[1, 1, 1, 1, 0, 0], [1, 1, 1, 0, 0, 0]], bool)
+    module = BatchNorm(use_running_average=False)
+    variables = module.init(jax.random.key(0), x)
+    y, stats = module.apply(variables, x, mask=mask[..., None], mutable=["batch_stats"])
+    y_valid, stats_valid = module.apply(variables, x[mask], mutable=["batch_stats"])
+    np.testing.assert_allclose(y[mask], y_valid, rtol=1e-5, atol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), stats, stats_valid)

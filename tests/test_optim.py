@@ -1,4 +1,4 @@
-"""Optimizers against a numpy transcription of torch.optim.Adam/AdamW; schedule boundary values."""
+"""Optimizers against numpy transcriptions of torch.optim.Adam/AdamW/SGD; schedule boundary values."""
 
 import jax
 import jax.numpy as jnp
@@ -69,6 +69,31 @@ def test_optimizer_matches_torch_semantics(name):
     np.testing.assert_allclose(_run(tx, w0, steps), expected, rtol=2e-5, atol=1e-6)
 
 
+def _torch_sgd_reference(w, lrs, wd, momentum):
+    """torch.optim.SGD(momentum, weight_decay, dampening=0, nesterov=False), step by step in
+    float64: the decay joins the gradient; the buffer starts as the first gradient."""
+    w = w.astype(np.float64)
+    buf = None
+    for lr in lrs:
+        g = _grad(w) + wd * w
+        buf = g if buf is None else momentum * buf + g
+        w = w - lr * buf
+    return w
+
+
+def test_sgd_matches_torch_semantics():
+    """The official GLTR optimizer, through a multistep schedule (x0.1 at steps 4 and 8)."""
+    config = _config(name="multistep", warmup_epochs=0.0, decay_rate=0.1, milestones_epochs=(2, 4))
+    config.optim.name = "sgd"
+    config.optim.momentum = 0.9
+    tx, lr_fn = optim.create_optimizer(config, steps_per_epoch=2)
+    w0 = np.array([0.5, -1.0, 2.0], np.float32)
+    lrs = [float(lr_fn(s)) for s in range(12)]
+    assert lrs[3] == pytest.approx(0.05) and lrs[4] == pytest.approx(0.005)
+    expected = _torch_sgd_reference(w0, lrs, 0.1, 0.9)
+    np.testing.assert_allclose(_run(tx, w0, 12), expected, rtol=2e-5, atol=1e-6)
+
+
 def test_adam_and_adamw_differ():
     w0 = np.array([0.5, -1.0, 2.0], np.float32)
     config = _config(name="constant")
@@ -121,6 +146,6 @@ def test_bad_schedule_names_the_key(key, value, match):
 
 def test_bad_optimizer_name_names_the_key():
     config = _config()
-    config.optim.name = "sgd"
+    config.optim.name = "lamb"
     with pytest.raises(ValueError, match="config.optim.name"):
         optim.create_optimizer(config, 10)

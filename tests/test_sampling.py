@@ -105,6 +105,19 @@ def test_tracklet_epoch_covers_tracklets():
     assert set(seen) == set(range(11))
 
 
+def test_one_tracklet_per_slot_covers_every_tracklet():
+    """K = 1 (GLTR's official batches of random tracklets): each epoch is a pass over the training
+    tracklets, one tracklet per batch slot."""
+    sampler = _sampler(epoch="tracklet", num_instances=1)
+    assert sampler.steps_per_epoch == COUNTS.sum() // 4
+    seen = collections.Counter()
+    for step in range(sampler.steps_per_epoch):
+        rows, _, _ = sampler.batch(step)
+        assert len(rows) == 4 and len(set(row_labels[rows])) == 4  # Distinct identities.
+        seen.update(rows.tolist())
+    assert max(seen.values()) <= 2 and len(seen) >= 0.75 * len(row_labels)
+
+
 def test_sampler_errors_name_the_config_key():
     with pytest.raises(ValueError, match=r"config\.input\.num_ids_per_batch=12 exceeds the 11"):
         _sampler(num_ids_per_batch=12)

@@ -99,8 +99,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
         )
     if config.num_train_steps <= 0 and config.num_epochs <= 0:
         raise UserError("Set config.num_epochs > 0 or config.num_train_steps > 0.")
-    if config.input.num_instances < 2:
+    if config.input.num_instances < 2 and config.loss.triplet_weight > 0:
         raise UserError(
             f"config.input.num_instances={config.input.num_instances}: batch-hard triplet mining "
-            "needs at least 2 clips per identity."
+            "needs at least 2 clips per identity (or config.loss.triplet_weight=0)."
         )
+    if config.input.num_instances < 1:
+        raise UserError(f"config.input.num_instances={config.input.num_instances} must be >= 1.")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from absl import logging
 
 from vreid_jax import metrics
 
@@ -117,11 +118,22 @@ def protocols(qf, gf, data, eval_config, distmat) -> dict[str, dict]:
         )
     results = {}
     for gallery_name, (gallery_distmat, gallery) in sorted(galleries.items(), key=str):
+        if gallery_name != data.gallery_choice and not _any_valid_query(data.query, gallery):
+            # E.g. a small synthetic set whose queries have their only match among the queries.
+            logging.warning("No query has a match in the %s gallery: not reported.", gallery_name)
+            continue
         for ap_mode in metrics.AP_MODES:
             key = ap_mode if gallery_name is None else f"{gallery_name}/{ap_mode}"
             summary = _ranked(gallery_distmat, data.query, gallery, eval_config, ap_mode)
             results[key] = {k: summary[k] for k in metrics.SUMMARY_KEYS}
     return results
+
+
+def _any_valid_query(query, gallery) -> bool:
+    """Whether some query has a gallery item of its identity from another camera (not junk)."""
+    same_pid = query.pids[:, None] == gallery.pids[None, :]
+    other_camera = query.camids[:, None] != gallery.camids[None, :]
+    return bool(np.any(same_pid & other_camera & (gallery.pids[None, :] != -1)))
 
 
 def evaluate(extractor, variables, data, config) -> Ranking:

@@ -51,6 +51,8 @@ def _parse_flags(argv):
         sys.exit(
             f"error: {e}\nUsage: python -m vreid_jax.main --config configs/<file>.py --workdir DIR"
         )
+    except errors.USER_ERRORS as e:  # The config file refused its `:arg` (e.g. an unknown one).
+        sys.exit(f"error: {e}")
     except (OSError, SyntaxError, ImportError, NameError) as e:  # A missing or broken config file.
         sys.exit(f"error: cannot load the --config file: {type(e).__name__}: {e}")
     except AttributeError as e:

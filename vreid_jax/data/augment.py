@@ -5,7 +5,8 @@ once per clip), never per frame. All draws are stateless, keyed by a per-clip se
 gives the same clip eagerly, inside a parallel tf.data map, and after a restart.
 
 Conventions ported from the PyTorch peers (torchvision/torchreid), each tested:
-  - resize: bicubic with antialiasing, rounded back to uint8 (PIL resizes uint8 images);
+  - resize: bicubic (or bilinear, `config.input.resize`) with antialiasing, rounded back to uint8
+    (PIL resizes uint8 images, and filters over the source pixels when shrinking);
   - pad-and-crop: zero (black) padding of `pad` pixels on each side, then a random crop of the
     original size (torchvision `RandomCrop(size, padding=pad)`);
   - random erasing (Zhong et al. 2017, torchreid defaults): area 2-40% of the frame, aspect ratio in
@@ -27,27 +28,31 @@ from vreid_jax.data import pixels
 _ERASE_AREA = (0.02, 0.4)
 _ERASE_MIN_ASPECT = 0.3
 _ERASE_ATTEMPTS = 10
+RESIZE_METHODS = ("bicubic", "bilinear")
 
 
-def decode_frame(encoded: tf.Tensor, height: int, width: int) -> tf.Tensor:
-    """Decodes one JPEG/PNG frame to uint8 [height, width, 3], resizing only if its size differs."""
+def decode_frame(encoded: tf.Tensor, height: int, width: int, resize: str = "bicubic") -> tf.Tensor:
+    """Decodes one JPEG/PNG frame to uint8 [height, width, 3], resizing (`resize`: 'bicubic' or
+    'bilinear') only if its size differs."""
     image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
     shape = tf.shape(image)
     same = tf.logical_and(tf.equal(shape[0], height), tf.equal(shape[1], width))
-    image = tf.cond(same, lambda: image, lambda: _resize(image, height, width))
+    image = tf.cond(same, lambda: image, lambda: _resize(image, height, width, resize))
     return tf.ensure_shape(image, [height, width, 3])
 
 
-def _resize(image: tf.Tensor, height: int, width: int) -> tf.Tensor:
-    resized = tf.image.resize(image, [height, width], method="bicubic", antialias=True)
+def _resize(image: tf.Tensor, height: int, width: int, method: str) -> tf.Tensor:
+    resized = tf.image.resize(image, [height, width], method=method, antialias=True)
     return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
 
 
-def decode_clip(encoded: tf.Tensor, clip_len: int, height: int, width: int) -> tf.Tensor:
+def decode_clip(
+    encoded: tf.Tensor, clip_len: int, height: int, width: int, resize: str = "bicubic"
+) -> tf.Tensor:
     """Decodes `clip_len` frames (tf.string [clip_len]) to uint8 [clip_len, height, width, 3]."""
     # A static Python loop: each frame is decoded and resized on its own (frames of one tracklet may
     # differ in size), and the graph stays flat, which is faster than tf.map_fn.
-    return tf.stack([decode_frame(encoded[t], height, width) for t in range(clip_len)])
+    return tf.stack([decode_frame(encoded[t], height, width, resize) for t in range(clip_len)])
 
 
 def augment_clip(

@@ -121,7 +121,9 @@ def train_batches(
     }
 
     def decode_and_augment(example):
-        clip = augment.decode_clip(example["frames"], cfg.clip_len, cfg.height, cfg.width)
+        clip = augment.decode_clip(
+            example["frames"], cfg.clip_len, cfg.height, cfg.width, cfg.resize
+        )
         clip = augment.augment_clip(
             clip, example["seed"], flip=cfg.flip, pad=cfg.pad, random_erasing=cfg.random_erasing
         )
@@ -192,7 +194,9 @@ def eval_clip_batches(
     def decode(example):
         clip = tf.cond(
             example["mask"],
-            lambda: augment.decode_clip(example["frames"], clip_len, cfg.height, cfg.width),
+            lambda: augment.decode_clip(
+                example["frames"], clip_len, cfg.height, cfg.width, cfg.resize
+            ),
             lambda: tf.zeros([clip_len, cfg.height, cfg.width, 3], tf.uint8),
         )
         return {
@@ -261,7 +265,7 @@ def eval_frame_batches(
     def decode(example):
         image = tf.cond(
             example["mask"],
-            lambda: augment.decode_frame(example["frame"], cfg.height, cfg.width),
+            lambda: augment.decode_frame(example["frame"], cfg.height, cfg.width, cfg.resize),
             lambda: tf.zeros([cfg.height, cfg.width, 3], tf.uint8),
         )
         return {
@@ -277,7 +281,12 @@ def eval_frame_batches(
 
 
 def check_frame_size(index: TrackletIndex, input_config, what: str) -> None:
-    """Errors if the split is empty or the configured frame size exceeds the stored frames."""
+    """Errors if the split is empty, the configured frame size exceeds the stored frames, or the
+    resize method is unknown."""
+    if input_config.resize not in augment.RESIZE_METHODS:
+        raise UserError(
+            f"config.input.resize={input_config.resize!r}; expected one of {augment.RESIZE_METHODS}."
+        )
     if len(index) == 0:
         raise UserError(
             f"The {what} split is empty: check config.data.name and config.data.data_dir."

@@ -41,7 +41,9 @@ class BatchNorm(nn.Module):
     scale_init: Callable = nn.initializers.ones
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, mask=None):
+        """`mask` (broadcastable to `x`, True = counts), when given, restricts the batch
+        statistics to the valid positions (padded frames of a tracklet count nowhere)."""
         features = x.shape[-1]
         scale = self.param("scale", self.scale_init, (features,), jnp.float32)
         bias = self.param("bias", nn.initializers.zeros, (features,), jnp.float32)
@@ -52,11 +54,15 @@ class BatchNorm(nn.Module):
         else:
             axes = tuple(range(x.ndim - 1))
             x32 = x.astype(jnp.float32)
-            mean = jnp.mean(x32, axis=axes)
-            var = jnp.mean(jnp.square(x32 - mean), axis=axes)  # Two passes, as PyTorch.
+            weight = jnp.ones(x.shape[:-1] + (1,), jnp.float32)
+            if mask is not None:
+                weight = jnp.broadcast_to(mask, weight.shape).astype(jnp.float32)
+            count = jnp.sum(weight)
+            mean = jnp.sum(x32 * weight, axis=axes) / count
+            # Two passes, as PyTorch: the spread is measured around the mean, not as E[x^2] - E[x]^2.
+            var = jnp.sum(jnp.square(x32 - mean) * weight, axis=axes) / count
             if not self.is_initializing():
-                count = x.size // features
-                unbiased = var * (count / max(count - 1, 1))
+                unbiased = var * count / jnp.maximum(count - 1, 1)
                 keep = self.momentum
                 running_mean.value = keep * running_mean.value + (1 - keep) * mean
                 running_var.value = keep * running_var.value + (1 - keep) * unbiased
