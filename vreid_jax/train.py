@@ -272,10 +272,8 @@ def _train_and_evaluate(config, workdir: str, writer, ckpt) -> dict | None:
     )
     hooks = [progress, *_profiler(config, workdir)]
     is_time = lambda step, every: step % every == 0 or step == total_steps
-    unchecked, since_log = (
-        [],
-        [],
-    )  # Metrics on the device not yet checked; host ones not yet logged.
+    # Metrics on the device not yet checked, and host ones not yet logged.
+    unchecked, since_log = [], []
     ranking = None
     with _StopRequest() as stop:
         for step in range(start_step + 1, total_steps + 1):
@@ -289,8 +287,8 @@ def _train_and_evaluate(config, workdir: str, writer, ckpt) -> dict | None:
             if log_now or save_now:  # Nothing is logged, evaluated or saved after a NaN.
                 since_log += _checked_finite(unchecked, step)
                 unchecked = []
-            if save_now:
-                _check_state_finite(state, step)
+                if save_now:  # The loss can stay finite while the state is not.
+                    _check_state_finite(state, step)
             if log_now:
                 summary = {k: float(np.mean([m[k] for m in since_log])) for k in since_log[0]}
                 writer.write_scalars(step, summary)
