@@ -30,16 +30,16 @@ def init_clips(input_config) -> jax.Array:
     return jnp.zeros(shape, jnp.float32)
 
 
-def init_variables(model, sample_clips, seed: int) -> dict:
+def init_variables(model, init_input, seed: int) -> dict:
     """The model's random initialisation for `seed`: `{'params', 'batch_stats'}` (traceable)."""
     key = jax.random.key(seed)
-    return model.init({"params": key, "dropout": key}, sample_clips, train=False)
+    return model.init({"params": key, "dropout": key}, init_input, train=False)
 
 
 def create_train_state(
     model,
     tx: optax.GradientTransformation,
-    sample_clips,
+    init_input,
     *,
     seed: int,
     mesh: jax.sharding.Mesh,
@@ -54,7 +54,7 @@ def create_train_state(
     start from, e.g. with ImageNet weights in the backbone (`pretrained.load_into`). Whatever it
     leaves alone keeps exactly the random value of `seed`, as without an overlay.
     """
-    variables_fn = lambda: init_variables(model, sample_clips, seed)
+    variables_fn = lambda: init_variables(model, init_input, seed)
     from_variables = lambda variables: _state_from_variables(variables, tx)
     init_state = lambda: from_variables(variables_fn())
     abstract = jax.eval_shape(init_state)
@@ -67,12 +67,12 @@ def create_train_state(
     return state, shardings
 
 
-def abstract_variables(model, sample_clips, mesh: jax.sharding.Mesh) -> dict:
+def abstract_variables(model, init_input, mesh: jax.sharding.Mesh) -> dict:
     """Shapes, dtypes and (replicated) shardings of the model variables; nothing is computed.
 
     The restore target of a checkpoint's variables when no training state is needed (mode=eval).
     """
-    abstract = jax.eval_shape(lambda: init_variables(model, sample_clips, 0))
+    abstract = jax.eval_shape(lambda: init_variables(model, init_input, 0))
     return jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=parallel.replicated(mesh)),
         abstract,
