@@ -23,7 +23,7 @@ import pytest
 from flax import traverse_util
 
 from data_prep import names
-from vreid_jax import checkpoint, models, train
+from vreid_jax import checkpoint, config_lib, models, train
 from vreid_jax import state as state_lib
 from vreid_jax.metrics import SUMMARY_KEYS
 
@@ -47,7 +47,7 @@ PROTOCOLS = {
 SYNTHETIC = dict(tracklets_per_id=2, min_len=6, max_len=16, height=64, width=32)
 NUM_IDS = {"mars": 8, "dukev": 8, "lsvid": 8, "ilidsvid": 16, "prid2011": 16}
 RESIZE = {"dukev": (64, 32), "lsvid": (64, 32)}
-NUM_TRAIN_STEPS = 20
+NUM_TRAIN_STEPS = 14
 SIZE_KEYS = {
     "input.height": 64,
     "input.width": 32,
@@ -148,7 +148,7 @@ def _assert_learned(workdir, name):
     logged = [r for r in map(json.loads, lines) if "loss" in r]
     assert [r["step"] for r in logged] == list(range(1, NUM_TRAIN_STEPS + 1))
     losses = np.array([r["loss"] for r in logged])
-    assert np.mean(losses[-6:]) < np.mean(losses[:6]), f"{name}: the loss did not fall: {losses}"
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]), f"{name}: the loss did not fall: {losses}"
 
     config = json.loads((workdir / "config.json").read_text())
     ckpt = checkpoint.Checkpointer(str(workdir / "checkpoints"))
@@ -228,9 +228,28 @@ def test_ten_split_recipe_reports_the_mean_and_evaluates_every_split(
         _assert_same_metrics(split_trained, split_evaluated)
 
 
+# Every dataset layout once, and both models on MARS (the recipes share `configs/recipe.make`; the
+# other model x dataset pairs differ only in values, which `test_every_recipe_config_validates`
+# covers): six command-line runs instead of ten keep CI near 20 minutes.
+TRAINED = [
+    ("nl3d", "mars"), ("gltr", "mars"), ("nl3d", "dukev"), ("gltr", "lsvid"),
+    ("nl3d", "ilidsvid"), ("gltr", "prid2011"),
+]  # fmt: skip
+
+
+def test_every_recipe_config_validates():
+    for model in MODELS:
+        for dataset in DATASETS:
+            module = importlib.import_module(f"configs.{model}_{dataset}")
+            for arg in (None, "official") if model == "gltr" else (None,):
+                config = module.get_config(arg)
+                config_lib.validate(config)
+                assert (config.model.name, config.data.name) == (model, dataset)
+                assert config.model.pretrained == "resnet50.npz"
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("dataset", DATASETS)
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize(("model", "dataset"), TRAINED)
 def test_recipe_trains_from_converted_weights_and_evaluates_its_checkpoint(
     model, dataset, built_data, pretrained, repo_root, tmp_path
 ):
