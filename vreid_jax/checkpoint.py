@@ -131,7 +131,7 @@ class Checkpointer:
 
     # ------------------------------------------------------------------------------ restoring
 
-    def restore(self, abstract_state, step: int | None = None):
+    def restore(self, abstract_state, step: int | None = None, check_meta=None):
         """Restores `(state, meta, step)` or None when there is no checkpoint.
 
         `abstract_state` is the restore target: the live state's structure as ShapeDtypeStructs with
@@ -141,9 +141,12 @@ class Checkpointer:
         `step=None` takes the newest usable checkpoint. Newer unusable ones are quarantined and
         the reason is logged. A given `step` must itself be usable.
 
+        `check_meta(meta, where)`, when given, vets the checkpoint's meta record first (e.g. its
+        dataset) and raises CheckpointMismatchError for a checkpoint of another run.
+
         Raises:
           CheckpointMismatchError: the checkpoint holds another model (names the first differing
-            array).
+            array) or fails `check_meta`.
           CorruptCheckpointError: no checkpoint is usable (names each step and why).
         """
         candidates = [step] if step is not None else list(reversed(self.all_steps()))
@@ -152,7 +155,9 @@ class Checkpointer:
         failures = []
         for candidate in candidates:
             try:
-                restored = self._restore_verified(candidate, abstract_state)
+                restored = self._restore_verified(
+                    candidate, abstract_state, ocp.args.StandardRestore(abstract_state), check_meta
+                )
             except CheckpointMismatchError:
                 raise
             except Exception as e:  # noqa: BLE001  (any read failure: try an older step)
@@ -170,54 +175,44 @@ class Checkpointer:
             "backup, or move it away to train from step 0."
         )
 
-    def _restore_verified(self, step: int, abstract_state):
-        meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))[
-            "meta"
-        ]
-        if abstract_state is not None:
-            _check_structure(meta, abstract_state, f"Checkpoint step {step} in {self.directory}")
-        restored = self._manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
-            ),
-        )
-        if abstract_state is not None:
-            _verify_checksums(restored["state"], meta)
-        return restored["state"], restored["meta"], step
-
-    def restore_variables(self, abstract_variables: dict, step: int | None = None):
+    def restore_variables(self, abstract_variables: dict, step: int | None = None, check_meta=None):
         """Restores only the model variables of a checkpoint: `(variables, meta, step)`, or None.
 
         `abstract_variables` is `{'params', 'batch_stats'}` as ShapeDtypeStructs with shardings
         (`state.abstract_variables`): the arrays are read straight onto those shardings and the
         optimizer state is never read. `step=None` takes the newest checkpoint. Verified like
-        `restore`; a bad checkpoint raises CorruptCheckpointError.
+        `restore` (`check_meta` too); a bad checkpoint raises CorruptCheckpointError.
         """
         step = self.latest_step() if step is None else step
         if step is None:
             return None
-        where = f"Checkpoint step {step} in {self.directory}"
+        partial = ocp.args.PyTreeRestore(
+            item=abstract_variables,
+            restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_variables),
+            partial_restore=True,
+        )
         try:
-            meta = self._manager.restore(
-                step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
-            )["meta"]
-            _check_structure(meta, abstract_variables, where)
-            restore_args = ocp.checkpoint_utils.construct_restore_args(abstract_variables)
-            variables = self._manager.restore(
-                step,
-                args=ocp.args.Composite(
-                    state=ocp.args.PyTreeRestore(
-                        item=abstract_variables, restore_args=restore_args, partial_restore=True
-                    )
-                ),
-            )["state"]
-            _verify_checksums(variables, meta)
+            return self._restore_verified(step, abstract_variables, partial, check_meta)
         except (CheckpointMismatchError, CorruptCheckpointError):
             raise
         except Exception as e:  # noqa: BLE001  (orbax raises many types for an unreadable step)
-            raise CorruptCheckpointError(f"{where} is unreadable: {type(e).__name__}: {e}") from e
-        return variables, meta, step
+            raise CorruptCheckpointError(
+                f"Checkpoint step {step} in {self.directory} is unreadable: {type(e).__name__}: {e}"
+            ) from e
+
+    def _restore_verified(self, step: int, abstract, state_args, check_meta):
+        """Reads the meta record, vets it and the structure, then the arrays, and verifies them."""
+        where = f"Checkpoint step {step} in {self.directory}"
+        meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        meta = meta["meta"]
+        if check_meta is not None:
+            check_meta(meta, where)
+        if abstract is not None:
+            _check_structure(meta, abstract, where)
+        state = self._manager.restore(step, args=ocp.args.Composite(state=state_args))["state"]
+        if abstract is not None:
+            _verify_checksums(state, meta)
+        return state, meta, step
 
     def _quarantine(self, steps: list[int]) -> None:
         """Moves unusable steps to `<directory>.quarantine/<step>-<UTC time>` (evidence is kept,

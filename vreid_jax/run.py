@@ -121,26 +121,25 @@ def evaluate_checkpoint(config, workdir: str) -> dict:
     no ImageNet file is read and no optimizer state is created or read.
     """
     ckpt_dir, step = _checkpoint_location(config.eval.checkpoint, workdir)
-    ckpt = checkpoint.Checkpointer(ckpt_dir)
-    if step == "best":
-        step = ckpt.best_step()
-    elif step is None:
-        step = ckpt.latest_step()
-    if step is None:  # Checked before any data is read.
-        ckpt.close()
-        raise checkpoint.NoCheckpointError(
-            f"No {config.eval.checkpoint} checkpoint in {ckpt_dir}: train first (the best one needs "
-            "mode=train_and_eval), or set config.eval.checkpoint to a checkpoint step folder."
+    with checkpoint.Checkpointer(ckpt_dir) as ckpt:
+        if step == "best":
+            step = ckpt.best_step()
+        elif step is None:
+            step = ckpt.latest_step()
+        if step is None:  # Checked before any data is read.
+            raise checkpoint.NoCheckpointError(
+                f"No {config.eval.checkpoint} checkpoint in {ckpt_dir}: train first (the best one "
+                "needs mode=train_and_eval), or set config.eval.checkpoint to a checkpoint step "
+                "folder."
+            )
+        mesh = parallel.make_mesh()
+        data = train.load_data(config)
+        model = models.build_model(config.model, data.num_classes)
+        abstract = state_lib.abstract_variables(model, state_lib.init_clips(config.input), mesh)
+        expected = train.checkpoint_meta(config, data)
+        variables, _, step = ckpt.restore_variables(
+            abstract, step=step, check_meta=train.meta_checker(expected)
         )
-    mesh = parallel.make_mesh()
-    data = train.load_data(config)
-    model = models.build_model(config.model, data.num_classes)
-    abstract = state_lib.abstract_variables(model, state_lib.init_clips(config.input), mesh)
-    variables, meta, step = ckpt.restore_variables(abstract, step=step)
-    ckpt.close()
-    train.compare_meta(
-        meta, train.checkpoint_meta(config, data), f"Checkpoint step {step} in {ckpt_dir}"
-    )
     ranking = evaluate.evaluate(
         features.extractor_for(model, config, mesh), variables, data, config
     )

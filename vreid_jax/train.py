@@ -160,19 +160,23 @@ def build(config, data, mesh, *, overlay_pretrained: bool = True):
 
 def restore_or_keep(ckpt, state, shardings, expected_meta: dict):
     """The newest usable checkpoint, read straight onto `shardings` and verified, or `state` when
-    there is none. `expected_meta` (`checkpoint_meta` of this run) is checked by `compare_meta`."""
+    there is none. Its meta record must fit `expected_meta` (`compare_meta`)."""
     target = jax.tree.map(
         lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
         state,
         shardings,
     )
-    restored = ckpt.restore(target)
+    restored = ckpt.restore(target, check_meta=meta_checker(expected_meta))
     if restored is None:
         return state
-    restored_state, meta, step = restored
-    compare_meta(meta, expected_meta, f"Checkpoint step {step} in {ckpt.directory}")
+    restored_state, _, step = restored
     logging.info("Resuming from checkpoint step %d in %s.", step, ckpt.directory)
     return restored_state
+
+
+def meta_checker(expected: dict):
+    """`compare_meta` against `expected`, as the `check_meta` of `Checkpointer.restore`."""
+    return lambda saved, where: compare_meta(saved, expected, where)
 
 
 def compare_meta(saved: dict, expected: dict, where: str) -> None:
@@ -241,7 +245,8 @@ def _train_and_evaluate(config, workdir: str, writer, ckpt) -> dict | None:
         config, data, mesh, overlay_pretrained=start_from_file
     )
     logging_utils.log_parameter_overview(state.params)
-    state = restore_or_keep(ckpt, state, shardings, checkpoint_meta(config, data))
+    meta = checkpoint_meta(config, data)
+    state = restore_or_keep(ckpt, state, shardings, meta)
     start_step = int(state.step)
     if start_step > total_steps:
         raise UserError(
@@ -310,7 +315,7 @@ def _train_and_evaluate(config, workdir: str, writer, ckpt) -> dict | None:
                 )
             if save_now:
                 best_metric = {"mAP": ranking.metrics["mAP"]} if eval_now else None
-                ckpt.save(step, state, checkpoint_meta(config, data), metrics=best_metric)
+                ckpt.save(step, state, meta, metrics=best_metric)
             for hook in hooks:
                 hook(step)
             if stop.signal_name:
