@@ -160,7 +160,7 @@ def test_every_protocol_equals_evaluate_rank_on_its_gallery(gallery_choice):
         name="mars", protocol=f"mars-{gallery_choice}", gallery_choice=gallery_choice,
     )  # fmt: skip
     ranking = evaluate.rank(qf, gf, query, gallery, config.eval)
-    protocols = evaluate.protocols(qf, gf, data, config.eval, ranking.distances)
+    protocols = evaluate.protocols(qf, gf, data, config.eval, ranking)
 
     official_f = np.concatenate([qf, stored_f])
     official = TrackletIndex.concatenate(query, stored)

@@ -89,7 +89,7 @@ class _Labels:
     camids: np.ndarray
 
 
-def protocols(qf, gf, data, eval_config, distmat) -> dict[str, dict]:
+def protocols(qf, gf, data, eval_config, headline: Ranking) -> dict[str, dict]:
     """The summary metrics (`metrics.SUMMARY_KEYS`) of every protocol the features allow.
 
     Keys:
@@ -97,8 +97,10 @@ def protocols(qf, gf, data, eval_config, distmat) -> dict[str, dict]:
     - '<gallery>/<AP formula>' on MARS and LS-VID, with both galleries: 'official' (the queries
       are in the gallery) and 'torchreid' (they are not).
 
-    `distmat` is the distance matrix of `data.gallery`, already computed for the headline.
+    `headline` is `rank`'s result for `data.gallery` and `config.eval.ap_mode`: its distances and
+    summary are reused, not computed again.
     """
+    distmat = headline.distances
     galleries = {data.gallery_choice: (distmat, data.gallery)}
     num_query = len(data.query)
     if data.gallery_choice == "official":  # `data.gallery` starts with the queries.
@@ -124,7 +126,10 @@ def protocols(qf, gf, data, eval_config, distmat) -> dict[str, dict]:
             continue
         for ap_mode in metrics.AP_MODES:
             key = ap_mode if gallery_name is None else f"{gallery_name}/{ap_mode}"
-            summary = _ranked(gallery_distmat, data.query, gallery, eval_config, ap_mode)
+            if gallery_name == data.gallery_choice and ap_mode == eval_config.ap_mode:
+                summary = headline.metrics
+            else:
+                summary = _ranked(gallery_distmat, data.query, gallery, eval_config, ap_mode)
             results[key] = {k: summary[k] for k in metrics.SUMMARY_KEYS}
     return results
 
@@ -143,5 +148,5 @@ def evaluate(extractor, variables, data, config) -> Ranking:
     qf = extractor(variables, data.query)
     gf = extractor(variables, data.gallery)
     ranking = rank(qf, gf, data.query, data.gallery, config.eval)
-    ranking.metrics["protocols"] = protocols(qf, gf, data, config.eval, ranking.distances)
+    ranking.metrics["protocols"] = protocols(qf, gf, data, config.eval, ranking)
     return ranking
