@@ -200,11 +200,24 @@ class Checkpointer:
                 f"Checkpoint step {step} in {self.directory} is unreadable: {type(e).__name__}: {e}"
             ) from e
 
+    def read_meta(self, step: int) -> dict:
+        """The meta record of `step` (what the run recorded besides the arrays); nothing else is
+        read."""
+        try:
+            restored = self._manager.restore(
+                step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
+            )
+        except Exception as e:  # noqa: BLE001  (orbax raises many types for an unreadable step)
+            raise CorruptCheckpointError(
+                f"The meta record of checkpoint step {step} in {self.directory} is unreadable: "
+                f"{type(e).__name__}: {e}"
+            ) from e
+        return restored["meta"]
+
     def _restore_verified(self, step: int, abstract, state_args, check_meta):
         """Reads the meta record, vets it and the structure, then the arrays, and verifies them."""
         where = f"Checkpoint step {step} in {self.directory}"
-        meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-        meta = meta["meta"]
+        meta = self.read_meta(step)
         if check_meta is not None:
             check_meta(meta, where)
         if abstract is not None:

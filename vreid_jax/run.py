@@ -27,6 +27,7 @@ from vreid_jax import (
     parallel,
     reports,
     train,
+    trained,
 )
 from vreid_jax import state as state_lib
 
@@ -120,18 +121,11 @@ def evaluate_checkpoint(config, workdir: str) -> dict:
     Stands alone: the model variables are restored straight onto the devices from the checkpoint;
     no ImageNet file is read and no optimizer state is created or read.
     """
-    ckpt_dir, step = _checkpoint_location(config.eval.checkpoint, workdir)
+    ckpt_dir, step = trained.checkpoint_location(
+        config.eval.checkpoint, workdir, "config.eval.checkpoint"
+    )
     with checkpoint.Checkpointer(ckpt_dir) as ckpt:
-        if step == "best":
-            step = ckpt.best_step()
-        elif step is None:
-            step = ckpt.latest_step()
-        if step is None:  # Checked before any data is read.
-            raise checkpoint.NoCheckpointError(
-                f"No {config.eval.checkpoint} checkpoint in {ckpt_dir}: train first (the best one "
-                "needs mode=train_and_eval), or set config.eval.checkpoint to a checkpoint step "
-                "folder."
-            )
+        step = trained.resolve_step(ckpt, step, config.eval.checkpoint)  # Before any data is read.
         mesh = parallel.make_mesh()
         data = train.load_data(config)
         model = models.build_model(config.model, data.num_classes)
@@ -147,16 +141,3 @@ def evaluate_checkpoint(config, workdir: str) -> dict:
     reports.write_reports(workdir, record, ranking, data, config)
     reports.print_table(record)
     return record
-
-
-def _checkpoint_location(which: str, workdir: str):
-    """(checkpoint directory, step or None for latest or 'best') for `config.eval.checkpoint`."""
-    if which in ("latest", "best"):
-        return os.path.join(workdir, "checkpoints"), None if which == "latest" else "best"
-    path = os.path.abspath(which)
-    if not os.path.isdir(path) or not os.path.basename(path).isdigit():
-        raise errors.UserError(
-            f"config.eval.checkpoint={which!r}: expected 'latest', 'best' or a checkpoint step "
-            "folder such as runs/x/checkpoints/1000."
-        )
-    return os.path.dirname(path), int(os.path.basename(path))
