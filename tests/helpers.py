@@ -25,3 +25,33 @@ def random_batches(config, count: int, num_classes: int, seed: int = 0) -> list[
         }
         for _ in range(count)
     ]
+
+
+def checkpointed_workdir(workdir, model="gltr", num_classes=5, seed=0, **overrides):
+    """A training workdir as `python -m vreid_jax.main` leaves it (config.json and a checkpoint at
+    step 1), holding the tiny config's randomly initialised model: what `trained.load` reads, made
+    in a second instead of a training run. Returns the config."""
+    import json  # noqa: PLC0415
+    import os  # noqa: PLC0415
+    import types  # noqa: PLC0415
+
+    import jax  # noqa: PLC0415
+
+    from vreid_jax import checkpoint, models, state, train  # noqa: PLC0415
+
+    config = tiny_config(model, **overrides)
+    net = models.build_model(config.model, num_classes)
+    variables = jax.jit(lambda: state.init_variables(net, state.init_clips(config.input), seed))()
+    train_state = state.TrainState(
+        step=np.int32(1),
+        params=variables["params"],
+        batch_stats=variables["batch_stats"],
+        opt_state=(),
+    )
+    data = types.SimpleNamespace(name=config.data.name, num_classes=num_classes)
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        json.dump(json.loads(config.to_json()), f)
+    with checkpoint.Checkpointer(os.path.join(workdir, "checkpoints")) as ckpt:
+        ckpt.save(1, train_state, train.checkpoint_meta(config, data))
+    return config

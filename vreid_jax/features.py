@@ -55,8 +55,12 @@ class ClipAverage:
         self._clips = _jit(functools.partial(clip_features, model), mesh, num_batched=1)
         self._batch = _process_batch(config.eval.batch_size, mesh, "config.eval.batch_size")
 
-    def __call__(self, variables, index) -> np.ndarray:
-        """Features [num_tracklets, D] of every tracklet in `index`, in index order."""
+    def __call__(self, variables, index, *, any_frame_size=False, progress=None) -> np.ndarray:
+        """Features [num_tracklets, D] of every tracklet in `index`, in index order.
+
+        `any_frame_size`: see `pipeline.eval_clip_batches`. `progress(num_batches)` is called
+        once with the number of batches, and returns a callback called after each batch.
+        """
         cfg = self.config
         batches, num_batches = pipeline.eval_clip_batches(
             index,
@@ -65,9 +69,10 @@ class ClipAverage:
             batch_size=self._batch,
             process_index=jax.process_index(),
             process_count=jax.process_count(),
+            any_frame_size=any_frame_size,
         )
         fn = functools.partial(self._clips, variables)
-        feats, fields = _run_batches(fn, batches, num_batches, self.mesh, ("clips",))
+        feats, fields = _run_batches(fn, batches, num_batches, self.mesh, ("clips",), progress)
         keep = fields["mask"]
         return _segment_reduce(
             feats[keep], fields["tracklet"][keep], len(index), cfg.eval.aggregate
@@ -87,17 +92,21 @@ class FrameSequence:
             config.eval.frame_batch_size, mesh, "config.eval.frame_batch_size"
         )
 
-    def __call__(self, variables, index) -> np.ndarray:
-        """Features [num_tracklets, D] of every tracklet in `index`, in index order."""
+    def __call__(self, variables, index, *, any_frame_size=False, progress=None) -> np.ndarray:
+        """Features [num_tracklets, D] of every tracklet in `index`, in index order; the keyword
+        arguments as `ClipAverage`'s (the progress counts frame batches)."""
         batches, num_batches = pipeline.eval_frame_batches(
             index,
             self.config.input,
             batch_size=self._batch,
             process_index=jax.process_index(),
             process_count=jax.process_count(),
+            any_frame_size=any_frame_size,
         )
         fn = functools.partial(self._encode, variables)
-        frame_feats, fields = _run_batches(fn, batches, num_batches, self.mesh, ("frames",))
+        frame_feats, fields = _run_batches(
+            fn, batches, num_batches, self.mesh, ("frames",), progress
+        )
         keep = fields["mask"]
         return self._heads(
             variables,
@@ -177,10 +186,11 @@ def _gather(x):
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
-def _run_batches(fn, batches, num_batches: int, mesh, array_keys: tuple[str, ...]):
+def _run_batches(fn, batches, num_batches: int, mesh, array_keys: tuple[str, ...], progress=None):
     """Runs `fn(*arrays)` over batches sharded on 'data'; returns gathered host outputs and the
     gathered non-array fields (tracklet ids, masks, positions) of every batch, concatenated."""
     outputs, fields = [], {}
+    advance = progress(num_batches) if progress else lambda: None
     for _ in range(num_batches):
         batch = next(batches)
         arrays = parallel.host_to_global({k: batch[k] for k in array_keys}, mesh)
@@ -188,6 +198,7 @@ def _run_batches(fn, batches, num_batches: int, mesh, array_keys: tuple[str, ...
         for key, value in batch.items():
             if key not in array_keys:
                 fields.setdefault(key, []).append(_gather(value))
+        advance()
     return np.concatenate(outputs), {k: np.concatenate(v) for k, v in fields.items()}
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
+import jax
 import ml_collections
 
 from vreid_jax import checkpoint, errors, files, models, parallel
@@ -24,7 +25,8 @@ class TrainedModel:
     Attributes:
       config: the run's config, its `model` and input frame size taken from the checkpoint.
       model: the flax module.
-      variables: `{'params', 'batch_stats'}`, replicated on the mesh it was loaded for.
+      variables: `{'params', 'batch_stats'}`, replicated on `mesh`.
+      mesh: the devices it was loaded for.
       step: the checkpoint's training step.
       checkpoint: the checkpoint's step folder.
       meta: the checkpoint's meta record (model, input, dataset, num_classes, arrays).
@@ -33,6 +35,7 @@ class TrainedModel:
     config: ml_collections.ConfigDict
     model: object
     variables: dict
+    mesh: jax.sharding.Mesh
     step: int
     checkpoint: str
     meta: dict
@@ -114,6 +117,7 @@ def load(workdir: str, which: str = "latest", mesh=None) -> TrainedModel:
         config=config,
         model=model,
         variables=variables,
+        mesh=mesh,
         step=int(step),
         checkpoint=os.path.join(ckpt_dir, str(step)),
         meta=meta,

@@ -142,6 +142,7 @@ def eval_clip_batches(
     batch_size: int,
     process_index: int = 0,
     process_count: int = 1,
+    any_frame_size: bool = False,
 ) -> tuple[Iterator[dict], int]:
     """NL3D evaluation input: every tracklet as non-overlapping clips, the last one loop-padded.
 
@@ -152,6 +153,8 @@ def eval_clip_batches(
       batch_size: clips per batch on this process.
       process_index: this process.
       process_count: number of processes; each runs the same number of batches.
+      any_frame_size: frames smaller than the configured size are resized up instead of refused
+        (your own tracklets, `vreid_jax.extract`; prepared datasets are stored at least that large).
 
     Returns:
       (iterator, num_batches). Each batch: {'clips': uint8 [batch_size, T, H, W, 3],
@@ -160,7 +163,7 @@ def eval_clip_batches(
       clip list, so only the last global batches carry padding.
     """
     cfg = input_config
-    check_frame_size(index, cfg, "evaluation")
+    check_frame_size(index, cfg, "evaluation", any_frame_size)
     tracklets, frames = sampling.clip_chunks(index.lengths, clip_len)
     items, num_batches = sampling.process_items(
         len(tracklets), batch_size, process_index, process_count
@@ -217,11 +220,12 @@ def eval_frame_batches(
     batch_size: int,
     process_index: int = 0,
     process_count: int = 1,
+    any_frame_size: bool = False,
 ) -> tuple[Iterator[dict], int]:
     """GLTR evaluation input: every frame of every tracklet once, in order, in fixed-size batches.
 
     The evaluator rebuilds each tracklet's sequence from (tracklet, position); `index.lengths` gives
-    its length.
+    its length. Arguments as `eval_clip_batches`.
 
     Returns:
       (iterator, num_batches). Each batch: {'frames': uint8 [batch_size, H, W, 3],
@@ -230,7 +234,7 @@ def eval_frame_batches(
       of the tracklet-ordered frame list.
     """
     cfg = input_config
-    check_frame_size(index, cfg, "evaluation")
+    check_frame_size(index, cfg, "evaluation", any_frame_size)
     tracklets, positions = sampling.frame_chunks(index.lengths)
     items, num_batches = sampling.process_items(
         len(tracklets), batch_size, process_index, process_count
@@ -280,9 +284,11 @@ def eval_frame_batches(
     return _finish(ds.batch(batch_size, drop_remainder=True), cfg), num_batches
 
 
-def check_frame_size(index: TrackletIndex, input_config, what: str) -> None:
-    """Errors if the split is empty, the configured frame size exceeds the stored frames, or the
-    resize method is unknown."""
+def check_frame_size(
+    index: TrackletIndex, input_config, what: str, any_frame_size: bool = False
+) -> None:
+    """Errors if the split is empty, the configured frame size exceeds the stored frames (unless
+    `any_frame_size`), or the resize method is unknown."""
     if input_config.resize not in augment.RESIZE_METHODS:
         raise UserError(
             f"config.input.resize={input_config.resize!r}; expected one of {augment.RESIZE_METHODS}."
@@ -291,6 +297,8 @@ def check_frame_size(index: TrackletIndex, input_config, what: str) -> None:
         raise UserError(
             f"The {what} split is empty: check config.data.name and config.data.data_dir."
         )
+    if any_frame_size:
+        return
     height, width = index.frame_size()
     for key, want, have in (
         ("height", input_config.height, height),

@@ -13,8 +13,8 @@ One `.npz` (numpy's zip of arrays; no pickles) with one row per tracklet:
   sources        str [N]         the tracklet folder, or the MOT track file
   preview_frames str [N, 4]      up to four frames to show the tracklet with: an image path, or
                                  '<video>#<0-based frame index>'; '' when fewer
-  preview_boxes  float32 [N, 4, 4]  the person box (x, y, w, h in pixels) in each preview frame;
-                                 NaN for a whole image (a folder source)
+  preview_boxes  float32 [N, 4, 4]  the person box in each preview frame: x, y (0-based pixel
+                                 of its top-left corner), w, h; NaN for a whole image (folders)
   provenance     JSON str        the model and checkpoint the features came from, with the run's
                                  config (`trained.TrainedModel.provenance`)
 """
