@@ -9,7 +9,12 @@ writes, per camera,
   DIR/cam<c>/gt/gt.txt             ground truth: frame,id,x,y,w,h,1,1,1 (MOT's 1-based boxes; the id
                                    is the person's, the same in every camera)
   DIR/cam<c>/seqinfo.ini           MOTChallenge's sequence description
-  DIR/truth.json                   per person: the identity code and traits (`data_prep.render`)
+  DIR/cam<c>/tracks.txt            broken tracks, as a tracker that loses people would write them:
+                                   each ground-truth track cut into up to three fragments with
+                                   gaps of up to 5 frames, each fragment its own id (distinct over
+                                   all cameras); the input `python -m vreid_jax.relink` repairs
+  DIR/truth.json                   per person: the identity code and traits (`data_prep.render`);
+                                   per camera: the person of each fragment id of tracks.txt
 
 People are drawn with the synthetic datasets' renderer (`render.render_person`: shared palette,
 patterns, build, bag, gait) and walk across the camera's scene from one side to the other at their
@@ -97,9 +102,14 @@ def generate(
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent)
     names = [f"cam{c + 1}" for c in range(num_cameras)]
+    # Fragments are drawn from their own stream, so the video does not depend on them.
+    cut_rng, fragments = np.random.default_rng([seed, 1]), {}
     try:
         for camera, name in zip(cameras, names, strict=True):
-            _write_camera(rng, os.path.join(tmp, name), camera, people, num_frames, (box_h, box_w))
+            folder = os.path.join(tmp, name)
+            rows = _write_camera(rng, folder, camera, people, num_frames, (box_h, box_w))
+            first_id = 1 + sum(len(f) for f in fragments.values())
+            fragments[name] = _write_fragments(cut_rng, folder, rows, first_id)
         spec = {
             "num_people": num_people,
             "num_cameras": num_cameras,
@@ -109,7 +119,13 @@ def generate(
             "person_height": person_height,
             "difficulty": difficulty,
         }
-        truth = {"seed": seed, "spec": spec, "people": people, "cameras": names}
+        truth = {
+            "seed": seed,
+            "spec": spec,
+            "people": people,
+            "cameras": names,
+            "fragments": fragments,
+        }
         with open(os.path.join(tmp, "truth.json"), "w") as f:
             json.dump(truth, f, indent=1)
         if os.path.isdir(out_dir):
@@ -131,7 +147,7 @@ def _write_camera(rng, folder, camera: render.Camera, people, num_frames, box):
         ident = render.Identity(**person["traits"])
         start, xs = _walk(rng, num_frames, width, box_w, min_len=20)
         frames, mask = _person_frames(rng, ident, len(xs), box_h, box_w)
-        y = top + int(rng.integers(-4, 5))
+        y = min(max(0, top + int(rng.integers(-4, 5))), height - box_h)
         for t, x in enumerate(xs):
             f = start + t
             x0 = int(round(x))
@@ -159,6 +175,28 @@ def _write_camera(rng, folder, camera: render.Camera, people, num_frames, box):
             f"[Sequence]\nname={os.path.basename(folder)}\nimDir=img1\nframeRate=25\n"
             f"seqLength={num_frames}\nimWidth={width}\nimHeight={height}\nimExt=.jpg\n"
         )
+    return rows
+
+
+def _write_fragments(rng, folder, rows, first_id) -> dict[str, int]:
+    """Writes tracks.txt (module docstring) from the ground-truth rows; returns {fragment id (as a
+    string, for JSON): person id}."""
+    out, owner, next_id = [], {}, first_id
+    for pid in sorted({r[1] for r in rows}):
+        mine = [r for r in rows if r[1] == pid]
+        num_cuts = 2 if len(mine) >= 40 else 1 if len(mine) >= 20 else 0
+        cuts = sorted(rng.choice(np.arange(8, len(mine) - 8), num_cuts, replace=False).tolist())
+        for start, end in zip([0, *cuts], [*cuts, len(mine)], strict=True):
+            gap = int(rng.integers(0, 6)) if start else 0
+            piece = mine[start + gap : end]
+            if piece:  # A short piece may vanish in its gap.
+                out += [(r[0], next_id, *r[2:]) for r in piece]
+                owner[str(next_id)] = pid
+                next_id += 1
+    out.sort()
+    with open(os.path.join(folder, "tracks.txt"), "w") as f:
+        f.writelines(f"{fr},{tid},{x},{y},{w},{h},1,-1,-1,-1\n" for fr, tid, x, y, w, h in out)
+    return owner
 
 
 FLAGS = flags.FLAGS

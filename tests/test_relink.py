@@ -8,9 +8,9 @@ import sys
 
 import numpy as np
 import pytest
-from track_helpers import tracklets
+from track_helpers import fragment_video, tracklets, trait_features
 
-from data_prep import render, synthetic_video
+from data_prep import synthetic_video
 from vreid_jax import relink
 from vreid_jax.relink import Fragment
 from vreid_jax.tracks import feature_file, mot
@@ -63,64 +63,13 @@ def test_pairwise_scores_and_idf1(tmp_path):
     assert score["idf1"] == pytest.approx(30 / 41)
 
 
-def _fragment_video(root, rng):
-    """The ground-truth tracks of every camera cut into fragments with gaps, as tracker output;
-    returns (track file paths, truth: (file, fragment id) -> person id)."""
-    paths, truth = [], {}
-    for cam in ("cam1", "cam2"):
-        gt = mot.read(os.path.join(root, cam, "gt", "gt.txt"))
-        keep = np.ones(len(gt), bool)
-        ids = np.zeros(len(gt), np.int64)
-        next_id = 1
-        for pid, idx in gt.track_rows().items():
-            num_cuts = 2 if len(idx) >= 40 else 1 if len(idx) >= 20 else 0
-            cuts = np.sort(rng.choice(np.arange(8, len(idx) - 8), num_cuts, replace=False))
-            starts = np.r_[0, cuts]
-            for s, e in zip(starts, np.r_[cuts, len(idx)], strict=True):
-                ids[idx[s:e]] = next_id
-                keep[idx[s : s + int(rng.integers(0, 6))]] = s == 0  # a gap before each cut
-                truth[len(paths), next_id] = pid
-                next_id += 1
-        tracks = mot.MotTracks(
-            gt.path, gt.frames[keep], ids[keep], gt.boxes[keep], gt.lines[keep],
-            [r for r, k in zip(gt.rest, keep, strict=True) if k],
-        )  # fmt: skip
-        path = os.path.join(root, "tracker", cam, "tracks.txt")
-        mot.write(path, tracks)
-        paths.append(path)
-    return paths, truth
-
-
-def _trait_features(paths, truth, people, rng, noise=0.05):
-    """A features file like extract's, with features from each person's traits plus noise and a
-    camera-dependent offset (no model: the test is about linking, not about features)."""
-    codes = {p["id"]: p["traits"] for p in people}
-    rows = []
-    for fi, path in enumerate(paths):
-        tracks = mot.read(path)
-        shift = 0.1 * np.random.default_rng(fi).normal(size=sum(render.TRAIT_SIZES))
-        for tid, idx in tracks.track_rows().items():
-            traits = list(codes[truth[fi, tid]].values())
-            onehot = np.concatenate([np.eye(n)[v] for n, v in zip(render.TRAIT_SIZES, traits,
-                                                                   strict=True)])  # fmt: skip
-            feature = onehot + shift + noise * rng.normal(size=onehot.shape)
-            frames = tracks.frames[idx]
-            rows.append((feature, str(tid), f"cam{fi + 1}", path, frames.min(), frames.max()))
-    t = tracklets(
-        np.stack([r[0] for r in rows]), track_ids=[r[1] for r in rows],
-        cameras=[r[2] for r in rows], sources=[r[3] for r in rows],
-        first=np.array([r[4] for r in rows]), last=np.array([r[5] for r in rows]),
-    )  # fmt: skip
-    return t
-
-
 def test_relink_recovers_the_synthetic_video_tracks(tmp_path):
     root = str(tmp_path / "video")
     video = synthetic_video.generate(root, seed=3, num_people=5, num_frames=160)
     rng = np.random.default_rng(0)
-    paths, truth = _fragment_video(root, rng)
+    paths, truth = fragment_video(root, rng)
     features = str(tmp_path / "features.npz")
-    feature_file.save(features, _trait_features(paths, truth, video["people"], rng))
+    feature_file.save(features, trait_features(paths, truth, video["people"], rng))
     out_dir = str(tmp_path / "relinked")
     report = relink.relink(paths, features, out_dir, threshold=0.35)
     # Outputs keep the inputs' relative layout; the report is written beside them.
@@ -186,3 +135,22 @@ def test_bad_inputs_and_cli(tmp_path):
         capture_output=True, text=True, cwd=REPO,
     )  # fmt: skip
     assert bad.returncode != 0 and bad.stderr.strip().startswith("error: ")
+
+
+def test_synthetic_video_ships_broken_tracks_that_relink_repairs(tmp_path):
+    root = str(tmp_path / "video")
+    video = synthetic_video.generate(root, seed=1, num_people=3, num_frames=100)
+    paths = [os.path.join(root, c, "tracks.txt") for c in video["cameras"]]
+    truth = {
+        (fi, int(tid)): pid
+        for fi, cam in enumerate(video["cameras"])
+        for tid, pid in video["fragments"][cam].items()
+    }
+    assert sorted(truth) == sorted(
+        (fi, t) for fi, p in enumerate(paths) for t in mot.read(p).track_rows()
+    )
+    features = str(tmp_path / "f.npz")
+    rng = np.random.default_rng(0)
+    feature_file.save(features, trait_features(paths, truth, video["people"], rng))
+    report = relink.relink(paths, features, str(tmp_path / "out"), threshold=0.35)
+    assert report["num_groups"] == 3
