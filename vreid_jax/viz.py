@@ -14,10 +14,12 @@ from PIL import Image
 from vreid_jax import files
 from vreid_jax.metrics import RANKS
 
-# Frame colours of the ranked list (RGB): a correct identity, a wrong one, and the query.
+# Frame colours of the ranked list (RGB): a correct identity, a wrong one, the query, and an item
+# whose identity is unknown (searching your own tracklets: no ground truth says who is who).
 CORRECT_COLOR = (0, 170, 0)
 WRONG_COLOR = (220, 0, 0)
 QUERY_COLOR = (40, 40, 40)
+NEUTRAL_COLOR = (150, 150, 150)
 FRAME_HEIGHT = 128  # Every frame is resized to this height (aspect kept) so tracklets line up.
 BORDER = 4  # Width of the coloured frame around each tracklet.
 GAP = 10  # White space between tracklets and around the strip.
@@ -88,24 +90,25 @@ def save_ranked_list(
     path: str,
     query_frames: list[np.ndarray],
     query_title: str,
-    gallery: list[tuple[list[np.ndarray], bool, str]],
+    gallery: list[tuple[list[np.ndarray], bool | None, str]],
 ) -> None:
     """One row: the query clip, then the top-k gallery tracklets, framed by correctness.
 
     Pixels are placed unscaled (`figimage`), so the coloured frames are exactly CORRECT_COLOR
-    (green) or WRONG_COLOR (red); the query's is QUERY_COLOR.
+    (green) or WRONG_COLOR (red), or NEUTRAL_COLOR (grey) where correctness is unknown (None); the
+    query's is QUERY_COLOR.
 
     Args:
       path: PNG file to write (atomically).
       query_frames: a few uint8 HxWx3 frames of the query tracklet.
       query_title: caption under the query (e.g. "query pid 12 cam 3").
-      gallery: in rank order, (frames, is_correct_identity, caption) per retrieved tracklet; the
+      gallery: in rank order, (frames, is_correct_identity or None, caption) per retrieved tracklet; the
         caption (e.g. "pid 12 cam 5 d=0.41") is shown after its rank, "#1 ...".
     """
     strips = [_tracklet_strip(query_frames, QUERY_COLOR, "the query")]
     captions = [query_title]
     for rank, (frames, correct, caption) in enumerate(gallery, start=1):
-        color = CORRECT_COLOR if correct else WRONG_COLOR
+        color = NEUTRAL_COLOR if correct is None else CORRECT_COLOR if correct else WRONG_COLOR
         strips.append(_tracklet_strip(frames, color, f"gallery item {rank}"))
         captions.append(f"#{rank} {caption}")
     height = GAP + strips[0].shape[0] + CAPTION_HEIGHT

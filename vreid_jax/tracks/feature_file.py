@@ -126,10 +126,18 @@ def concatenate(parts: list[TrackletFeatures]) -> TrackletFeatures:
     return TrackletFeatures(**fields, provenance=first.provenance)
 
 
-def save(path: str, tracklets: TrackletFeatures) -> None:
-    """Writes `path` (.npz) atomically: a reader sees the previous file or the whole new one."""
+def save(path: str, tracklets: TrackletFeatures, extra: dict | None = None) -> None:
+    """Writes `path` (.npz) atomically: a reader sees the previous file or the whole new one.
+
+    `extra` maps more key names to JSON-able records, stored as JSON strings beside the rows (the
+    search index keeps its own record so); `load` ignores keys it does not know.
+    """
     arrays = {name: getattr(tracklets, name) for name in ("features", *_ROW_FIELDS)}
     arrays["provenance"] = np.array(json.dumps(tracklets.provenance))
+    for key, record in (extra or {}).items():
+        if key in arrays:
+            raise ValueError(f"save: extra key {key!r} is a features file field.")
+        arrays[key] = np.array(json.dumps(record))
     with files.atomic_write(path, "wb") as f:
         np.savez(f, **arrays)
 
