@@ -3,8 +3,6 @@ folder and MOT sources; bad input named, no partial output."""
 
 import io
 import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -12,7 +10,7 @@ import pytest
 from PIL import Image
 
 from tests import helpers
-from vreid_jax import extract, features, trained
+from vreid_jax import checkpoint, errors, extract, features, trained
 from vreid_jax.tracks import feature_file, mot, sources
 
 H, W = 64, 32  # The tiny config's frame size.
@@ -125,50 +123,14 @@ def test_mot_source_from_a_video_file(tmp_path):
     assert from_video[0].previews[0][0] == f"{path}#0"
 
 
-def _run(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "vreid_jax.extract", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
-@pytest.mark.slow
-def test_cli_folder_and_mot_sources_and_bad_input(tmp_path):
-    helpers.checkpointed_workdir(tmp_path / "run", "gltr")
-    tracks = _folder_source(str(tmp_path / "own"), [3, 20])
-    track_file, frames, _ = _mot_source(str(tmp_path / "MOT-01"))
-    out = tmp_path / "f.npz"
-    proc = _run("--workdir", tmp_path / "run", "--tracklets", tmp_path / "own", "--out", out)
-    assert proc.returncode == 0, proc.stderr
-    assert "Wrote" in proc.stdout and "2 tracklets" in proc.stdout
-    result = feature_file.load(str(out))
-    assert sorted(result.track_ids) == sorted(tracks) and result.model == "gltr"
-
-    mot_out = tmp_path / "mot.npz"
-    proc = _run("--workdir", tmp_path / "run", "--tracklets", track_file, "--frames", frames,
-                "--out", mot_out)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    result = feature_file.load(str(mot_out))
-    assert list(result.track_ids) == ["1", "2"] and list(result.cameras) == ["MOT-01"] * 2
-    assert list(result.first_frame) == [1, 2] and list(result.last_frame) == [6, 4]
-
-    # A box wholly outside the image: named by its line; nothing is written.
-    with open(track_file, "a") as f:
-        f.write("3,7,500,500,10,10,1,-1,-1,-1\n")
-    bad_out = tmp_path / "bad.npz"
-    proc = _run("--workdir", tmp_path / "run", "--tracklets", track_file, "--frames", frames,
-                "--out", bad_out)  # fmt: skip
-    assert proc.returncode != 0
-    assert f"error: {track_file}:10: box" in proc.stderr and "--skip_bad" in proc.stderr
-    assert not bad_out.exists()
-    # A workdir without checkpoints.
+def test_a_workdir_without_checkpoints_is_named(tmp_path):
+    helpers.checkpointed_workdir(tmp_path / "run")
     os.makedirs(tmp_path / "empty")
     (tmp_path / "empty" / "config.json").write_text((tmp_path / "run" / "config.json").read_text())
-    proc = _run("--workdir", tmp_path / "empty", "--tracklets", tmp_path / "own", "--out", bad_out)
-    assert proc.returncode != 0 and "has no checkpoints folder" in proc.stderr
-    assert not bad_out.exists()
+    with pytest.raises(checkpoint.NoCheckpointError, match="has no checkpoints folder"):
+        trained.load(str(tmp_path / "empty"))
+    with pytest.raises(errors.UserError, match="config.json does not exist"):
+        trained.load(str(tmp_path))
 
 
 def test_bad_folders_and_frames_are_named(tmp_path):

@@ -3,10 +3,14 @@ r"""Features of your own tracklets from a trained workdir, computed as its evalu
   python -m vreid_jax.extract --workdir RUN --tracklets FOLDER --out features.npz
   python -m vreid_jax.extract --workdir RUN --tracklets gt.txt --frames img1/ --out features.npz
   python -m vreid_jax.extract --workdir RUN --tracklets tracks.txt --frames video.mp4 --out f.npz
+  python -m vreid_jax.extract --workdir RUN --tracklets cam1/tracks.txt --frames cam1/img1 \
+      --tracklets cam2/tracks.txt --frames cam2/img1 --out f.npz
 
-`--tracklets` is a folder of tracklet folders (`<track_id>/<frames>.jpg|png`, optionally under a
-`<camera>/` level) or a MOT track file (`frame,id,x,y,w,h,...`) whose boxes are cropped from
-`--frames` (a folder of numbered frames or a video file). The features file is described in
+Each `--tracklets` is a folder of tracklet folders (`<track_id>/<frames>.jpg|png`, optionally under
+a `<camera>/` level) or a MOT track file (`frame,id,x,y,w,h,...`) whose boxes are cropped from its
+`--frames` (a folder of numbered frames or a video file; one `--frames` per track file, in order).
+The camera of a track file's tracks is its `--camera`, else named after the file
+(`sources.camera_name`). The features file is described in
 `vreid_jax.tracks.feature_file`; `python -m vreid_jax.search` and `relink` read it.
 
 Extraction uses the run's evaluation settings and the same compiled, fixed-shape functions: NL3D
@@ -26,33 +30,47 @@ from vreid_jax import errors, logging_utils
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "A training run's workdir.")
 flags.DEFINE_string("checkpoint", "latest", "'latest', 'best' or a checkpoint step folder.")
-flags.DEFINE_string("tracklets", None, "A folder of tracklet folders, or a MOT track file.")
-flags.DEFINE_string("frames", None, "With a MOT track file: its frames folder or video file.")
-flags.DEFINE_string("camera", None, "With a MOT track file: the camera name (default: its name).")
+flags.DEFINE_multi_string(
+    "tracklets", None, "A folder of tracklet folders, or a MOT track file; repeat for several."
+)
+flags.DEFINE_multi_string("frames", [], "Per MOT track file, in order: its frames folder or video.")
+flags.DEFINE_multi_string("camera", [], "Per MOT track file, in order: its camera name.")
 flags.DEFINE_string("out", None, "The features file to write (.npz).")
 flags.DEFINE_bool("skip_bad", False, "Skip unreadable frames and boxes outside the image.")
-flags.DEFINE_integer("min_boxes", 1, "With a MOT track file: leave out shorter tracks.")
+flags.DEFINE_integer("min_boxes", 1, "With MOT track files: leave out shorter tracks.")
 flags.mark_flags_as_required(["workdir", "tracklets", "out"])
 
 
-def read_tracklets(tracklets: str, frames: str | None, *, camera=None, skip_bad=False, min_boxes=1):
-    """The tracklets of a folder source or of a MOT track file (`sources.from_folder/from_mot`)."""
+def read_tracklets(
+    tracklets: list[str], frames: list[str], cameras=(), *, skip_bad=False, min_boxes=1
+):
+    """The tracklets of every source: a folder (`sources.from_folder`) or a MOT track file
+    (`sources.from_mot`), the i-th track file with the i-th of `frames` (and of `cameras`)."""
     from vreid_jax.tracks import sources  # noqa: PLC0415  (after the TF set-up)
 
-    if os.path.isdir(tracklets):
-        if frames is not None or camera is not None:
-            raise errors.UserError(
-                "--frames and --camera go with a MOT track file; --tracklets is a folder."
-            )
-        return sources.from_folder(tracklets, skip_bad=skip_bad)
-    if frames is None:
+    track_files = [t for t in tracklets if not os.path.isdir(t)]
+    if len(frames) != len(track_files) or (cameras and len(cameras) != len(track_files)):
         raise errors.UserError(
-            f"--tracklets {tracklets!r} is not a folder, so it is read as a MOT track file, which "
-            "needs --frames (the frames folder or the video file its boxes are in)."
+            f"{len(track_files)} --tracklets are not folders and are read as MOT track files "
+            f"({track_files}); each needs its --frames (the frames folder or the video its boxes "
+            f"are in), in the same order, and --camera is given for all or none; got "
+            f"{len(frames)} --frames and {len(cameras)} --camera."
         )
-    return sources.from_mot(
-        tracklets, frames, camera=camera, skip_bad=skip_bad, min_boxes=min_boxes
-    )
+    frames_of = dict(zip(track_files, frames, strict=True))
+    camera_of = dict(zip(track_files, cameras or [None] * len(track_files), strict=True))
+    out = []
+    for source in tracklets:
+        if source in frames_of:
+            out += sources.from_mot(
+                source,
+                frames_of[source],
+                camera=camera_of[source],
+                skip_bad=skip_bad,
+                min_boxes=min_boxes,
+            )
+        else:
+            out += sources.from_folder(source, skip_bad=skip_bad)
+    return out
 
 
 def extract(trained_model, tracklets, *, progress: bool = True):
@@ -92,10 +110,11 @@ def main(argv):
         from vreid_jax import trained  # noqa: PLC0415
         from vreid_jax.tracks import feature_file  # noqa: PLC0415
 
+        model = trained.load(FLAGS.workdir, FLAGS.checkpoint)  # First: a wrong workdir fails fast.
         tracklets = read_tracklets(
             FLAGS.tracklets,
             FLAGS.frames,
-            camera=FLAGS.camera,
+            FLAGS.camera,
             skip_bad=FLAGS.skip_bad,
             min_boxes=FLAGS.min_boxes,
         )
@@ -103,7 +122,6 @@ def main(argv):
         logging.info(
             "Read %d tracklets (%d frames) from %s.", len(tracklets), frames, FLAGS.tracklets
         )
-        model = trained.load(FLAGS.workdir, FLAGS.checkpoint)
         result = extract(model, tracklets)
         if jax.process_index() == 0:
             feature_file.save(FLAGS.out, result)

@@ -214,12 +214,12 @@ def _decode_video_frames(video: str, wanted: set[int]) -> dict[int, np.ndarray]:
 
 
 def _crop(image: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """The box (x, y, w, h, MOT's 1-based pixel coordinates) cut from the image, clipped to it;
-    the whole image for a NaN box."""
+    """The box (x, y of its top-left pixel, 0-based, as the features file records it; w, h) cut
+    from the image, clipped to it; the whole image for a NaN box."""
     if not np.all(np.isfinite(box)):
         return image
     h, w = image.shape[:2]
-    x0, y0 = int(round(box[0])) - 1, int(round(box[1])) - 1
+    x0, y0 = int(round(box[0])), int(round(box[1]))
     x1, y1 = x0 + max(1, int(round(box[2]))), y0 + max(1, int(round(box[3])))
     x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
     if x1 <= x0 or y1 <= y0:

@@ -54,6 +54,7 @@ def from_folder(root: str, *, skip_bad: bool = False) -> list[Tracklet]:
     """
     if not os.path.isdir(root):
         raise TrackletSourceError(f"--tracklets {root!r}: no such folder.")
+    root = os.path.abspath(root)  # Sources and previews are recorded as absolute paths.
     folders = []
     for name in _subfolders(root):
         path = os.path.join(root, name)
@@ -122,7 +123,9 @@ def _read_frame(path: str, skip_bad: bool) -> bytes | None:
             data = f.read()
         with Image.open(io.BytesIO(data)) as image:
             image.load()
-    except (OSError, SyntaxError, ValueError) as e:  # PIL's errors for undecodable data.
+    except Image.UnidentifiedImageError:
+        return _bad(f"Frame {path} is unusable (not an image file).", skip_bad)
+    except (OSError, SyntaxError, ValueError) as e:  # PIL's errors for damaged data.
         return _bad(f"Frame {path} is unusable ({e}).", skip_bad)
     return data
 
@@ -153,6 +156,7 @@ def from_mot(
     Boxes are clipped at the image borders; a box with no pixel inside the image is an error
     naming its line.
     """
+    track_file, frames = os.path.abspath(track_file), os.path.abspath(frames)  # As recorded.
     tracks = mot.read(track_file)
     camera = camera_name(track_file) if camera is None else camera
     wanted = np.unique(tracks.frames)
@@ -199,13 +203,17 @@ def from_mot(
 
 
 def camera_name(track_file: str) -> str:
-    """MOTChallenge's `<sequence>/gt/gt.txt` or `<sequence>/det/det.txt` → the sequence name;
-    otherwise the file's name without its extension."""
+    """The camera a track file is named after: MOTChallenge's `<sequence>/gt/gt.txt` or
+    `<sequence>/det/det.txt` give the sequence; a file of a generic name (`tracks.txt`, `gt.txt`,
+    ...) its folder (`cam1/tracks.txt` gives cam1); any other its name (`cam1.txt` gives cam1)."""
     folder, name = os.path.split(os.path.abspath(track_file))
     stem = os.path.splitext(name)[0]
-    if stem in ("gt", "det") and os.path.basename(folder) == stem:
+    if os.path.basename(folder) in ("gt", "det"):
         return os.path.basename(os.path.dirname(folder))
-    return stem
+    return os.path.basename(folder) if stem.lower() in _GENERIC_NAMES else stem
+
+
+_GENERIC_NAMES = ("gt", "det", "tracks", "track", "tracking", "results", "output")
 
 
 def _clip_box(box, width: int, height: int):
