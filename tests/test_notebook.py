@@ -23,5 +23,5 @@ def test_quickstart_notebook_runs(repo_root, tmp_path, tiny_data_dir, monkeypatc
     client.execute()
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
     images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) == 2  # The CMC curve and one ranked list.
+    assert len(images) == 3  # The CMC curve, one ranked list and one search result.
     assert os.path.exists(tmp_path / "work" / "results.json")
