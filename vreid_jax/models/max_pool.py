@@ -58,11 +58,16 @@ def _forward(x, window, strides, padding):
     padded = jnp.pad(x, [(0, 0)] * lead + list(padding) + [(0, 0)], constant_values=-jnp.inf)
     pooled, argmax = None, None
     for k, offset in enumerate(offsets):
-        index = (Ellipsis,) + tuple(
-            slice(o, o + st * (n - 1) + 1, st)
-            for o, st, n in zip(offset, strides, out, strict=True)
-        ) + (slice(None),)  # fmt: skip
-        view = padded[index]
+        # lax.slice, not `padded[...]`: under a symbolic batch size (vreid_jax.export) indexing
+        # would become a gather, which TFLite and the ONNX converter do not take.
+        view = jax.lax.slice(
+            padded,
+            (0,) * lead + tuple(offset) + (0,),
+            padded.shape[:lead]
+            + tuple(o + st * (n - 1) + 1 for o, st, n in zip(offset, strides, out, strict=True))
+            + padded.shape[-1:],
+            (1,) * lead + tuple(strides) + (1,),
+        )
         if pooled is None:
             pooled, argmax = (
                 view,
