@@ -23,7 +23,8 @@ Formats:
               CPU, CUDA and TPU); `jax.export.deserialize(bytes).call(...)`.
   savedmodel  `saved_model/`: TensorFlow SavedModel (jax2tf; weights as variables), signature
               `serving_default`, symbolic B and L.
-  tflite      `model.tflite`: TensorFlow Lite flatbuffer with fixed shapes (`--batch`, `--length`).
+  tflite      `model.tflite`: TensorFlow Lite flatbuffer (builtin ops only), symbolic B and L;
+              call it through its `serving_default` signature runner.
   onnx        `model.onnx`: ONNX (opset `onnx_export.OPSET`) with symbolic B and L, converted from
               the function's jaxpr by `vreid_jax.onnx_export`.
 """
@@ -96,19 +97,11 @@ class FeatureFunction:
         variables = self.variables
         return lambda *inputs: self.apply(variables, *inputs)
 
-    def specs(self, sizes: dict | None = None):
-        """The inputs as `jax.ShapeDtypeStruct`s: symbolic dimensions stay symbolic (one shared
-        scope), or take the values in `sizes` (e.g. `{'B': 2, 'L': 8}`)."""
+    def specs(self):
+        """The inputs as `jax.ShapeDtypeStruct`s, their symbolic dimensions in one scope."""
         import jax  # noqa: PLC0415
         import numpy as np  # noqa: PLC0415
 
-        if sizes is not None:
-            return tuple(
-                jax.ShapeDtypeStruct(
-                    tuple(sizes[d] if isinstance(d, str) else d for d in p.shape), np.dtype(p.dtype)
-                )
-                for p in self.inputs
-            )
         shapes = [jax.ShapeDtypeStruct(p.shape, np.dtype(p.dtype)) for p in self.inputs]
         return tuple(
             jax.export.symbolic_args_specs(shapes, [self.shape_spec(p) for p in self.inputs])
@@ -206,17 +199,16 @@ def export_stablehlo(ff: FeatureFunction, out: str, **_) -> dict:
     }
 
 
-def _tf_module(ff: FeatureFunction, polymorphic: bool, sizes: dict | None = None):
-    """A `tf.Module` whose `features` tf.function runs the jax2tf-converted function, its weights
-    held as tf.Variables (so that the graph stays small)."""
+def _tf_module(ff: FeatureFunction):
+    """A `tf.Module` whose `features` tf.function runs the jax2tf-converted function (symbolic B
+    and L: the signature's dimensions are None), its weights held as tf.Variables."""
     import jax  # noqa: PLC0415
     import tensorflow as tf  # noqa: PLC0415
     from jax.experimental import jax2tf  # noqa: PLC0415
 
-    poly = [None] + [ff.shape_spec(p) for p in ff.inputs] if polymorphic else None
     converted = jax2tf.convert(
         ff.apply,
-        polymorphic_shapes=poly,
+        polymorphic_shapes=[None] + [ff.shape_spec(p) for p in ff.inputs],
         with_gradient=False,
         native_serialization_platforms=STABLEHLO_PLATFORMS,
     )
@@ -224,9 +216,7 @@ def _tf_module(ff: FeatureFunction, polymorphic: bool, sizes: dict | None = None
     module.variables_tree = jax.tree.map(tf.Variable, ff.variables)
     signature = [
         tf.TensorSpec(
-            [None if isinstance(d, str) else d for d in p.shape]
-            if sizes is None
-            else [sizes[d] if isinstance(d, str) else d for d in p.shape],
+            [None if isinstance(d, str) else d for d in p.shape],
             tf.as_dtype(p.dtype),
             name=p.name,
         )
@@ -245,7 +235,7 @@ def export_savedmodel(ff: FeatureFunction, out: str, **_) -> dict:
     """`saved_model/`: a TensorFlow SavedModel with a `serving_default` signature."""
     import tensorflow as tf  # noqa: PLC0415
 
-    module = _tf_module(ff, polymorphic=True)
+    module = _tf_module(ff)
     path = os.path.join(out, MODEL_FILES["savedmodel"])
     tf.saved_model.save(
         module, path, signatures={SIGNATURE: module.features.get_concrete_function()}
@@ -262,7 +252,41 @@ def export_savedmodel(ff: FeatureFunction, out: str, **_) -> dict:
     }
 
 
-EXPORTERS = {"stablehlo": export_stablehlo, "savedmodel": export_savedmodel}
+def export_tflite(ff: FeatureFunction, out: str, **_) -> dict:
+    """`model.tflite`: TensorFlow Lite builtin ops only (the converter legalises the StableHLO
+    that jax2tf emits), weights frozen in, symbolic B and L kept."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    module = _tf_module(ff)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [module.features.get_concrete_function()], module
+    )
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    try:
+        flatbuffer = converter.convert()
+    except Exception as e:  # noqa: BLE001  (the converter raises its own error types)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise errors.UserError(
+            f"TensorFlow Lite cannot convert this model ({type(e).__name__}: {first})."
+        ) from e
+    with open(os.path.join(out, MODEL_FILES["tflite"]), "wb") as f:
+        f.write(flatbuffer)
+    args = ", ".join(f"{p.name}={p.name}" for p in ff.inputs)
+    return {
+        "signature": SIGNATURE,
+        "weights": "constants in the flatbuffer",
+        "load": (
+            "runner = tf.lite.Interpreter(model_path='model.tflite').get_signature_runner(); "
+            f"features = runner({args})['{ff.output.name}']"
+        ),
+    }
+
+
+EXPORTERS = {
+    "stablehlo": export_stablehlo,
+    "savedmodel": export_savedmodel,
+    "tflite": export_tflite,
+}
 
 
 # ----------------------------------------------------------------------------- driver
@@ -333,10 +357,6 @@ def export(
 def _exporter(fmt: str):
     if fmt in EXPORTERS:
         return EXPORTERS[fmt]
-    if fmt == "tflite":
-        from vreid_jax import export_tflite  # noqa: PLC0415
-
-        return export_tflite.export_tflite
     from vreid_jax import onnx_export  # noqa: PLC0415
 
     return onnx_export.export_onnx
@@ -379,8 +399,6 @@ flags.DEFINE_string("checkpoint", "latest", "'latest', 'best' or a checkpoint st
 flags.DEFINE_string("format", None, f"One of {', '.join(FORMATS)}.")
 flags.DEFINE_string("out", None, "Output folder (created; must not exist or be empty).")
 flags.DEFINE_bool("overwrite", False, "Replace a non-empty --out folder.")
-flags.DEFINE_integer("batch", 1, "tflite only: the fixed batch size B.")
-flags.DEFINE_integer("length", 16, "tflite only, frame-sequence models: the fixed length L.")
 flags.mark_flags_as_required(["workdir", "format", "out"])
 
 
@@ -402,8 +420,6 @@ def main(argv):
             FLAGS.out,
             checkpoint=FLAGS.checkpoint,
             overwrite=FLAGS.overwrite,
-            batch=FLAGS.batch,
-            length=FLAGS.length,
         )
     except errors.USER_ERRORS as e:  # A problem the user can fix: one line, no traceback.
         sys.exit(f"error: {e}")
