@@ -282,10 +282,18 @@ def export_tflite(ff: FeatureFunction, out: str, **_) -> dict:
     }
 
 
+def export_onnx(ff: FeatureFunction, out: str, **_) -> dict:
+    """`model.onnx`: converted from the function's jaxpr (`vreid_jax.onnx_export`)."""
+    from vreid_jax import onnx_export  # noqa: PLC0415  (onnx is an optional dependency)
+
+    return onnx_export.export_onnx(ff, os.path.join(out, MODEL_FILES["onnx"]))
+
+
 EXPORTERS = {
     "stablehlo": export_stablehlo,
     "savedmodel": export_savedmodel,
     "tflite": export_tflite,
+    "onnx": export_onnx,
 }
 
 
@@ -327,7 +335,7 @@ def export(
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.", suffix=".tmp", dir=parent)
     try:
         start = time.perf_counter()
-        details = _exporter(fmt)(ff, tmp, **options)
+        details = EXPORTERS[fmt](ff, tmp, **options)
         metadata = {
             "format": fmt,
             "file": MODEL_FILES[fmt],
@@ -352,14 +360,6 @@ def export(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return metadata
-
-
-def _exporter(fmt: str):
-    if fmt in EXPORTERS:
-        return EXPORTERS[fmt]
-    from vreid_jax import onnx_export  # noqa: PLC0415
-
-    return onnx_export.export_onnx
 
 
 def _versions(fmt: str) -> dict:

@@ -12,8 +12,6 @@ is a UserError naming it. Every handler is tested against jax (`tests/test_expor
 
 from __future__ import annotations
 
-import os
-
 import jax
 import jax.extend.core as jax_core
 import numpy as np
@@ -436,12 +434,11 @@ def _convert_jaxpr(g: _Graph, jaxpr, inputs: list[str], env: dict) -> list[str]:
     return [read(v) for v in jaxpr.outvars]
 
 
-def export_onnx(ff, out: str, **_) -> dict:
-    """`model.onnx` of an `export.FeatureFunction`, weights as initializers."""
-    from vreid_jax import export  # noqa: PLC0415  (export imports this module lazily)
-
+def export_onnx(ff, path: str) -> dict:
+    """Writes the ONNX model of an `export.FeatureFunction` to `path`, weights as initializers;
+    returns what `export.json` records of it."""
     model = convert(ff.closed(), ff.specs(), [p.name for p in ff.inputs], ff.output.name)
-    onnx.save_model(model, os.path.join(out, export.MODEL_FILES["onnx"]))
+    onnx.save_model(model, path)
     args = ", ".join(f"'{p.name}': {p.name}" for p in ff.inputs)
     return {
         "opset": OPSET,
