@@ -160,17 +160,6 @@ def test_cli_exports_with_metadata(runs, tmp_path, repo_root):
     assert [p["shape"] for p in meta["inputs"]] == [["B", "L", 64, 32, 3], ["B", "L"]]
     assert meta["outputs"][0]["shape"][0] == "B" and "mask" in meta["aggregation"]
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]  # no temporary folder left
-    # A non-empty --out is refused, and nothing is touched.
-    again = subprocess.run(
-        cmd + ["--format", "stablehlo", "--out", str(out)],
-        cwd=repo_root,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert again.returncode != 0
-    assert again.stderr.strip().splitlines()[-1].startswith("error: --out")
-    assert sorted(os.listdir(out)) == ["export.json", "model.onnx"]
 
 
 def test_unknown_format_is_one_line(repo_root, tmp_path):
@@ -199,6 +188,12 @@ def test_user_errors(runs, tmp_path):
     with pytest.raises(errors.UserError, match="does not exist"):
         export.export(str(tmp_path / "nowhere"), "onnx", str(tmp_path / "c"))
     assert sorted(os.listdir(tmp_path)) == ["untrained"]  # nothing written
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "keep.txt").write_text("x")
+    with pytest.raises(errors.UserError, match="exists and is not empty"):
+        export.export(str(runs / "gltr"), "onnx", str(full))
+    assert os.listdir(full) == ["keep.txt"]
 
 
 # ----------------------------------------------------------------------------- ONNX primitives

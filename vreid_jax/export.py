@@ -412,7 +412,8 @@ def main(argv):
             )
         from vreid_jax import logging_utils  # noqa: PLC0415
 
-        logging_utils.quiet_tensorflow()
+        if FLAGS.format in ("savedmodel", "tflite"):  # Only these import TensorFlow.
+            logging_utils.quiet_tensorflow()
         logging_utils.quiet_libraries()
         metadata = export(
             FLAGS.workdir,
