@@ -11,7 +11,8 @@ returns float32 features, computed as the run's evaluation computes them (`vreid
   batch B and the length L are symbolic, H and W are the checkpoint's frame size.
 - CLIP_AVERAGE models (NL3D): `clips` uint8 `[B, T, H, W, 3]` -> clip features `[B, D]`, B symbolic,
   T the checkpoint's clip length. A tracklet's feature is the mean (or max, `config.eval.aggregate`)
-  of the features of its consecutive T-frame clips, the last one loop-padded (`export.json` says so).
+  of the features of its consecutive T-frame clips, the last one filled by repeating its remaining
+  frames (`export.json` says so).
 
 Every format computes in float32 whatever `config.model.dtype` the run trained with. Next to the
 model files, `export.json` records the signature, the pixel convention, the aggregation rule and
@@ -156,9 +157,9 @@ def feature_function(trained) -> FeatureFunction:
         inputs = (Port("clips", ("B", t, h, w, 3), "uint8", f"B clips of {t} consecutive frames"),)
         aggregation = (
             f"The output is one feature per {t}-frame clip. A tracklet's feature is the "
-            f"{config.eval.aggregate} over its consecutive non-overlapping {t}-frame clips, the last "
-            "clip loop-padded (frames repeated from the tracklet's start) to length "
-            f"{t}; a tracklet shorter than {t} frames is one loop-padded clip."
+            f"{config.eval.aggregate} over its consecutive non-overlapping {t}-frame clips; the "
+            "last clip holds the remaining frames repeated in order until full (10 frames in "
+            "clips of 4: [0 1 2 3] [4 5 6 7] [8 9 8 9]), as vreid_jax.data.sampling.clip_chunks."
         )
     else:
         raise errors.UserError(f"Model {config.model.name!r}: no exporter for {extraction!r}.")
