@@ -195,7 +195,7 @@ def _decode_video_frames(video: str, wanted: set[int]) -> dict[int, np.ndarray]:
     except ImportError:
         raise SearchError(
             f"Preview frames of {video} are video frames: reading them needs PyAV "
-            "(pip install av), or pass no --picture."
+            "(pip install -e '.[deploy]'), or pass no --picture."
         ) from None
     out = {}
     try:

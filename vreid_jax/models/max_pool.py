@@ -37,7 +37,9 @@ def max_pool(x, window, strides, padding=None):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
 def _max_pool(x, window, strides, padding):
-    return _forward(x, window, strides, padding)[0]
+    # Without a gradient only the maximum is needed: no winner index, no comparisons (which
+    # TensorFlow Lite also refuses on 5-D clips).
+    return functools.reduce(jnp.maximum, _views(x, window, strides, padding)[1])
 
 
 def _geometry(shape, window, strides, padding):
@@ -52,23 +54,32 @@ def _geometry(shape, window, strides, padding):
     return tuple(padded), out, list(itertools.product(*(range(w) for w in window)))
 
 
-def _forward(x, window, strides, padding):
+def _views(x, window, strides, padding):
+    """The padded shape and the window's strided views of the -inf-padded `x`, one per offset."""
     padded_shape, out, offsets = _geometry(x.shape, window, strides, padding)
     lead = x.ndim - 1 - len(window)
     padded = jnp.pad(x, [(0, 0)] * lead + list(padding) + [(0, 0)], constant_values=-jnp.inf)
-    pooled, argmax = None, None
-    for k, offset in enumerate(offsets):
-        index = (Ellipsis,) + tuple(
-            slice(o, o + st * (n - 1) + 1, st)
-            for o, st, n in zip(offset, strides, out, strict=True)
-        ) + (slice(None),)  # fmt: skip
-        view = padded[index]
-        if pooled is None:
-            pooled, argmax = (
-                view,
-                jnp.zeros(view.shape, jnp.int8 if len(offsets) < 128 else jnp.int32),
-            )
-            continue
+    # lax.slice, not `padded[...]`: under a symbolic batch size (vreid_jax.export) indexing
+    # would become a gather, which TFLite and the ONNX converter do not take.
+    views = [
+        jax.lax.slice(
+            padded,
+            (0,) * lead + tuple(offset) + (0,),
+            padded.shape[:lead]
+            + tuple(o + st * (n - 1) + 1 for o, st, n in zip(offset, strides, out, strict=True))
+            + padded.shape[-1:],
+            (1,) * lead + tuple(strides) + (1,),
+        )
+        for offset in offsets
+    ]
+    return padded_shape, views
+
+
+def _forward(x, window, strides, padding):
+    padded_shape, views = _views(x, window, strides, padding)
+    pooled = views[0]
+    argmax = jnp.zeros(pooled.shape, jnp.int8 if len(views) < 128 else jnp.int32)
+    for k, view in enumerate(views[1:], start=1):
         better = view > pooled  # strict: the first maximum keeps ties
         pooled, argmax = jnp.where(better, view, pooled), jnp.where(better, k, argmax)
     return pooled, (argmax, padded_shape)

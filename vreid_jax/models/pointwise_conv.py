@@ -100,5 +100,6 @@ def conv_general_dilated(
             **kwargs,
         )
     # A strided 1x1 conv reads every stride-th position (VALID: ceil(size / stride) outputs).
-    index = (slice(None), *(slice(None, None, s) for s in window_strides), slice(None))
-    return channel_matmul(lhs[index], rhs.reshape(rhs.shape[-2:]))
+    # lax.slice rather than indexing, which becomes a gather under symbolic shapes (export).
+    strided = lax.slice(lhs, (0,) * lhs.ndim, lhs.shape, (1, *window_strides, 1))
+    return channel_matmul(strided, rhs.reshape(rhs.shape[-2:]))

@@ -185,7 +185,7 @@ class FaissIndex:
             import faiss  # noqa: PLC0415  (optional: the `faiss` extra)
         except ImportError:
             raise FeatureFileError(
-                "--backend=faiss needs faiss: pip install 'vreid-jax[faiss]' (or faiss-cpu)."
+                "--backend=faiss needs faiss: pip install -e '.[deploy]' (or faiss-cpu)."
             ) from None
         self.metric = metric
         self.normalize = normalize or metric == "cosine"

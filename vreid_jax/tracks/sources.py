@@ -257,7 +257,7 @@ def _decode_video(path: str, wanted: set[int]):
         import av  # noqa: PLC0415  (optional: only video files need it)
     except ImportError:
         raise TrackletSourceError(
-            f"Reading the video {path} needs PyAV: pip install av (or extract its frames to a "
+            f"Reading the video {path} needs PyAV: pip install -e '.[deploy]' (or extract its frames to a "
             "folder of 000001.jpg, ... files and pass that folder)."
         ) from None
     last = max(wanted)

@@ -1,0 +1,283 @@
+"""`python -m vreid_jax.export`: every format's features equal the evaluation's on the same uint8
+inputs (symbolic batch and length), the ONNX converter's primitives equal jax, and clear errors."""
+
+import functools
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import tiny_config
+
+from vreid_jax import checkpoint, errors, export, features, models, onnx_export, trained
+from vreid_jax import state as state_lib
+
+# (batch, padded length, real lengths) per call; NL3D calls take B clips of clip_len frames.
+GLTR_CASES = [(1, 3, [3]), (2, 8, [8, 5]), (2, 17, [17, 12])]
+NL3D_BATCHES = [1, 3]
+RTOL = 1e-4
+
+
+def _write_run(workdir, model_name: str) -> None:
+    """A run's workdir as training leaves it: config.json and one checkpoint (random weights)."""
+    config = tiny_config(model_name)
+    num_classes = 8
+    model = models.build_model(config.model, num_classes)
+    variables = state_lib.init_variables(model, state_lib.init_clips(config.input), seed=1)
+    # Non-trivial batch-norm statistics, so that eval-mode normalisation is exercised.
+    rng = np.random.default_rng(0)
+    variables = jax.tree.map(np.asarray, variables)
+
+    def perturb(path, x):
+        if path[-1].key == "var":
+            return (x * rng.uniform(0.5, 1.5, x.shape)).astype(np.float32)
+        return (x + rng.normal(0, 0.1, x.shape)).astype(np.float32)
+
+    variables["batch_stats"] = jax.tree_util.tree_map_with_path(perturb, variables["batch_stats"])
+    meta = json.loads(
+        json.dumps(
+            {
+                "model": config.model.to_dict(),
+                "input": {k: config.input[k] for k in ("height", "width", "clip_len")},
+                "dataset": "mars",
+                "num_classes": num_classes,
+            }
+        )
+    )
+    os.makedirs(workdir)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json())
+    state = {"step": np.asarray(5, np.int32), **variables}
+    with checkpoint.Checkpointer(os.path.join(workdir, "checkpoints")) as ckpt:
+        ckpt.save(5, state, meta)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export_runs")
+    for name in ("gltr", "nl3d"):
+        _write_run(str(root / name), name)
+    return root
+
+
+@functools.cache
+def _jitted(fn, model):
+    return jax.jit(functools.partial(fn, model))
+
+
+def _cases(tm):
+    """`[(inputs, reference features)]`: the evaluation's features of random uint8 tracklets."""
+    rng = np.random.default_rng(1)
+    cfg = tm.config.input
+    variables = jax.device_get(tm.variables)
+    if tm.config.model.name == "nl3d":
+        out = []
+        for b in NL3D_BATCHES:
+            clips = rng.integers(0, 256, (b, cfg.clip_len, cfg.height, cfg.width, 3), np.uint8)
+            ref = _jitted(features.clip_features, tm.model)(variables, clips)
+            out.append(((clips,), np.asarray(ref)))
+        return out
+    out = []
+    for b, length, lengths in GLTR_CASES:
+        frames = rng.integers(0, 256, (b, length, cfg.height, cfg.width, 3), np.uint8)
+        mask = np.arange(length)[None] < np.asarray(lengths)[:, None]
+        # As FrameSequence: every real frame through the encoder, then the head over tracklets
+        # padded to the evaluation's length bucket.
+        encoded = np.asarray(_jitted(features.frame_features, tm.model)(variables, frames[mask]))
+        bucket = features.bucket_length(length, tm.config.eval.length_buckets)
+        seqs = np.zeros((b, bucket, encoded.shape[-1]), np.float32)
+        pad_mask = np.zeros((b, bucket), bool)
+        seqs[:, :length][mask], pad_mask[:, :length] = encoded, mask
+        ref = _jitted(features.sequence_features, tm.model)(variables, seqs, pad_mask)
+        out.append(((frames, mask), np.asarray(ref)))
+    return out
+
+
+@pytest.fixture(scope="module", params=["gltr", "nl3d"])
+def exported(request, runs):
+    """(feature function, cases) for one model."""
+    tm = trained.load(str(runs / request.param))
+    return export.feature_function(tm), _cases(tm)
+
+
+def _runner(fmt, ff, folder):
+    names = [p.name for p in ff.inputs]
+    if fmt == "stablehlo":
+        with open(os.path.join(folder, "model.jax_export"), "rb") as f:
+            exp = jax.export.deserialize(bytearray(f.read()))
+        return lambda *inputs: np.asarray(exp.call(*inputs))
+    if fmt == "savedmodel":
+        import tensorflow as tf
+
+        fn = tf.saved_model.load(os.path.join(folder, "saved_model")).signatures[export.SIGNATURE]
+        return lambda *inputs: fn(**dict(zip(names, inputs, strict=True)))["features"].numpy()
+    if fmt == "tflite":
+        import tensorflow as tf
+
+        runner = tf.lite.Interpreter(
+            model_path=os.path.join(folder, "model.tflite")
+        ).get_signature_runner(export.SIGNATURE)
+        return lambda *inputs: runner(**dict(zip(names, inputs, strict=True)))["features"]
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(
+        os.path.join(folder, "model.onnx"), providers=["CPUExecutionProvider"]
+    )
+    return lambda *inputs: session.run(None, dict(zip(names, inputs, strict=True)))[0]
+
+
+@pytest.mark.parametrize("fmt", export.FORMATS)
+def test_exported_features_equal_evaluation(fmt, exported, tmp_path):
+    ff, cases = exported
+    export.EXPORTERS[fmt](ff, str(tmp_path))
+    run = _runner(fmt, ff, str(tmp_path))
+    for inputs, reference in cases:
+        assert np.all(np.isfinite(reference)) and np.max(np.abs(reference)) > 1e-3
+        got = run(*inputs)
+        assert got.shape == reference.shape and got.dtype == np.float32
+        rel = np.max(np.abs(got - reference)) / np.max(np.abs(reference))
+        assert rel <= RTOL, (fmt, [x.shape for x in inputs], rel)
+
+
+def test_cli_exports_with_metadata(runs, tmp_path, repo_root):
+    out = tmp_path / "onnx"
+    cmd = [sys.executable, "-m", "vreid_jax.export", "--workdir", str(runs / "gltr")]
+    result = subprocess.run(
+        cmd + ["--format", "onnx", "--out", str(out)],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(os.listdir(out)) == ["export.json", "model.onnx"]
+    meta = json.loads((out / "export.json").read_text())
+    assert meta["format"] == "onnx" and meta["provenance"]["step"] == 5
+    assert [p["shape"] for p in meta["inputs"]] == [["B", "L", 64, 32, 3], ["B", "L"]]
+    assert meta["outputs"][0]["shape"][0] == "B" and "mask" in meta["aggregation"]
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]  # no temporary folder left
+
+
+def test_unknown_format_is_one_line(repo_root, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "vreid_jax.export", "--workdir", str(tmp_path)]
+        + ["--format", "pickle", "--out", str(tmp_path / "out")],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip() == (
+        "error: --format='pickle'; expected one of stablehlo, savedmodel, tflite, onnx."
+    )
+
+
+def test_user_errors(runs, tmp_path):
+    with pytest.raises(errors.UserError, match="--format"):
+        export.export(str(runs / "gltr"), "keras", str(tmp_path / "a"))
+    empty = tmp_path / "untrained"
+    empty.mkdir()
+    (empty / "config.json").write_text(tiny_config("gltr").to_json())
+    with pytest.raises(errors.UserError, match="no checkpoints folder"):
+        export.export(str(empty), "onnx", str(tmp_path / "b"))
+    with pytest.raises(errors.UserError, match="does not exist"):
+        export.export(str(tmp_path / "nowhere"), "onnx", str(tmp_path / "c"))
+    assert sorted(os.listdir(tmp_path)) == ["untrained"]  # nothing written
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "keep.txt").write_text("x")
+    with pytest.raises(errors.UserError, match="exists and is not empty"):
+        export.export(str(runs / "gltr"), "onnx", str(full))
+    assert os.listdir(full) == ["keep.txt"]
+
+
+# ----------------------------------------------------------------------------- ONNX primitives
+
+
+def _onnx_equals_jax(fn, *arrays, symbolic=None):
+    """Converts `fn` with the leading axis of every input symbolic ('B') unless `symbolic` gives
+    the jax polymorphic shapes, runs it with onnxruntime and compares with jax."""
+    import onnxruntime
+
+    symbolic = symbolic or ["(B, " + ", ".join(["_"] * (a.ndim - 1)) + ")" for a in arrays]
+    specs = jax.export.symbolic_args_specs(arrays, symbolic)
+    names = [f"x{i}" for i in range(len(arrays))]
+    model = onnx_export.convert(fn, specs, names, "y")
+    session = onnxruntime.InferenceSession(
+        model.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    got = session.run(None, dict(zip(names, arrays, strict=True)))[0]
+    want = np.asarray(fn(*arrays))
+    assert got.shape == want.shape and got.dtype == want.dtype
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+_RNG = np.random.default_rng(0)
+_X = _RNG.normal(size=(3, 6, 5, 4)).astype(np.float32)
+_KERNEL = _RNG.normal(size=(3, 3, 4, 6)).astype(np.float32)
+
+PRIMITIVES = {
+    "conv_strided_padded": lambda x: jax.lax.conv_general_dilated(
+        x, _KERNEL, (2, 1), ((1, 1), (2, 0)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+    ),
+    "conv_dilated_grouped": lambda x: jax.lax.conv_general_dilated(
+        x,
+        _KERNEL[:, :, :2],
+        (1, 1),
+        "SAME",
+        rhs_dilation=(2, 1),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=2,
+    ),
+    "dot_general_batched": lambda x: jnp.einsum("bhwc,bgwc->bhg", x, x * 2.0),
+    "dense": lambda x: x @ _KERNEL[0, 0],
+    "broadcast_reduce": lambda x: (
+        jnp.sum(x, axis=(1, 2)) / jnp.max(x, axis=(1, 2)).min(-1)[:, None]
+    ),
+    "reshape_symbolic": lambda x: x.reshape(-1, 4).T.reshape(4, x.shape[0], -1).sum(-1),
+    # (jnp indexing would be a gather under a symbolic batch: the models use lax.slice.)
+    "pad_slice_concat": lambda x: jnp.concatenate(
+        [
+            jax.lax.slice(
+                jnp.pad(x, ((0, 0), (2, 1), (0, 0), (0, 0)), constant_values=-jnp.inf),
+                (0, 1, 0, 0),
+                (x.shape[0], 8, 5, 4),
+                (1, 3, 2, 1),
+            ),
+            jax.lax.slice(x, (0, 0, 0, 0), (x.shape[0], 3, 5, 4), (1, 1, 2, 1)),
+        ],
+        1,
+    ),
+    "select_compare": lambda x: jnp.where(x > 0.1, x, -x) + (x >= 0) - (x < 1) * (x != 0),
+    "unary": lambda x: jnp.exp(-jnp.abs(x)) + jax.lax.rsqrt(x * x + 1) + jnp.sqrt(x**2) + x**3,
+    "softmax_relu_cast": lambda x: jax.nn.softmax(jax.nn.relu(x), -1) + x.astype(jnp.int32),
+    "max_min_clip": lambda x: jnp.clip(jnp.maximum(x, 0.2), -0.5, 0.5) + jnp.minimum(x, 0.0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PRIMITIVES))
+def test_onnx_primitives_match_jax(name):
+    _onnx_equals_jax(PRIMITIVES[name], _X)
+
+
+def test_onnx_two_symbolic_dims_and_bool_mask():
+    frames = _RNG.integers(0, 256, (2, 5, 4, 3), dtype=np.uint8)
+    mask = np.arange(5)[None] < np.array([[5], [2]])
+
+    def fn(frames, mask):
+        x = frames.astype(jnp.float32).reshape(frames.shape[0] * frames.shape[1], -1)
+        x = x.reshape(frames.shape[0], frames.shape[1], -1).mean(-1)
+        return jnp.where(mask, x, 0.0).sum(1) / jnp.maximum(mask.sum(1), 1)
+
+    _onnx_equals_jax(fn, frames, mask, symbolic=["(B, L, 4, 3)", "(B, L)"])
+
+
+def test_onnx_unsupported_primitive_is_named():
+    specs = [jax.ShapeDtypeStruct((4,), np.float32)]
+    with pytest.raises(errors.UserError, match="primitive 'cumsum'"):
+        onnx_export.convert(jnp.cumsum, specs, ["x"], "y")
