@@ -8,9 +8,17 @@ features, of controlled quality, not features computed from the pixels. For each
 threshold, `vreid_jax.relink.relink` merges the fragments; the record holds pairwise merge
 precision/recall/F1 over fragments and IDF1 against the ground truth, before and after.
 
+With `--workdir RUN` (a trained run, e.g. the demo's `runs/demo`), the features are instead the
+run's own, extracted from the pixels of the video's broken tracks (`cam<c>/tracks.txt`) by
+`vreid_jax.extract`: the quality a user gets on this video ("noise" is then "model"). The video is
+then `synthetic_video`'s default size unless --people/--frames say otherwise.
+
 Run: python benchmarks/relink.py [--people 12 --frames 300 --noise 0.05 0.1 0.2
       --thresholds 0.2 0.3 0.4 0.5]
-Writes benchmarks/results/relink.json and prints one line per (noise, threshold).
+     python benchmarks/relink.py --workdir runs/demo --people 6 --frames 200 \
+      --thresholds 0.3 0.5 0.7 0.9 1.0 1.1
+Writes benchmarks/results/relink.json (relink_model.json with --workdir) and prints one line per
+(noise, threshold).
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ sys.path.insert(0, str(common.REPO / "tests"))
 from track_helpers import fragment_video, trait_features  # noqa: E402
 
 from data_prep import synthetic_video  # noqa: E402
-from vreid_jax import relink  # noqa: E402
+from vreid_jax import extract, relink, trained  # noqa: E402
 from vreid_jax.tracks import feature_file, mot  # noqa: E402
 
 
@@ -55,6 +63,7 @@ def main():
     parser.add_argument("--noise", type=float, nargs="+", default=[0.05, 0.1, 0.2])
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.2, 0.3, 0.4, 0.5])
     parser.add_argument("--max_gap", type=int, default=None)
+    parser.add_argument("--workdir", default="", help="A trained run: features from its model.")
     parser.add_argument("--out", default="")
     args = parser.parse_args()
     rows = []
@@ -64,12 +73,30 @@ def main():
             root, args.seed, num_people=args.people, num_frames=args.frames
         )
         rng = np.random.default_rng(args.seed)
-        paths, truth = fragment_video(root, rng, cameras=video["cameras"])
-        gts = [mot.read(os.path.join(root, c, "gt", "gt.txt")) for c in video["cameras"]]
+        cameras = video["cameras"]
+        if args.workdir:  # The video's own broken tracks, and the run's features of them.
+            paths = [os.path.join(root, c, "tracks.txt") for c in cameras]
+            truth = {
+                (fi, int(t)): person
+                for fi, c in enumerate(cameras)
+                for t, person in video["fragments"][c].items()
+            }
+        else:
+            paths, truth = fragment_video(root, rng, cameras=cameras)
+        gts = [mot.read(os.path.join(root, c, "gt", "gt.txt")) for c in cameras]
         before = relink.idf1(list(zip(gts, [mot.read(p) for p in paths], strict=True)))
-        for noise in args.noise:
+        for noise in ["model"] if args.workdir else args.noise:
             features = os.path.join(tmp, f"features_{noise}.npz")
-            feature_file.save(features, trait_features(paths, truth, video["people"], rng, noise))
+            if args.workdir:
+                tracklets = extract.read_tracklets(
+                    paths, [os.path.join(root, c, "img1") for c in cameras]
+                )
+                loaded = trained.load(args.workdir)
+                feature_file.save(features, extract.extract(loaded, tracklets, progress=False))
+            else:
+                feature_file.save(
+                    features, trait_features(paths, truth, video["people"], rng, noise)
+                )
             for threshold in args.thresholds:
                 out_dir = os.path.join(tmp, f"out_{noise}_{threshold}")
                 start = time.perf_counter()
@@ -96,9 +123,8 @@ def main():
                     flush=True,
                 )
     spec = {k: v for k, v in vars(args).items() if k != "out"}
-    common.write_result(
-        "relink", {"spec": spec, "rows": rows, "machine": common.machine()}, args.out
-    )
+    name = "relink_model" if args.workdir else "relink"
+    common.write_result(name, {"spec": spec, "rows": rows, "machine": common.machine()}, args.out)
 
 
 if __name__ == "__main__":
