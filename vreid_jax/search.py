@@ -33,7 +33,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from vreid_jax import errors, files, viz
-from vreid_jax.tracks import feature_file, gallery
+from vreid_jax.tracks import feature_file, gallery, sources
 from vreid_jax.tracks.feature_file import TrackletFeatures
 
 COMMANDS = ("build", "add", "query")
@@ -191,22 +191,9 @@ def write_results(path: str, record: dict) -> None:
 # ------------------------------------------------------------------------------------- pictures
 def _decode_video_frames(video: str, wanted: set[int]) -> dict[int, np.ndarray]:
     try:
-        import av  # noqa: PLC0415  (optional: only video sources need it)
-    except ImportError:
-        raise SearchError(
-            f"Preview frames of {video} are video frames: reading them needs PyAV "
-            "(pip install -e '.[deploy]'), or pass no --picture."
-        ) from None
-    out = {}
-    try:
-        with av.open(video) as container:
-            for i, frame in enumerate(container.decode(video=0)):
-                if i in wanted:
-                    out[i] = frame.to_ndarray(format="rgb24")
-                if len(out) == len(wanted):
-                    break
-    except (OSError, av.error.FFmpegError) as e:
-        raise SearchError(f"Cannot read video {video}: {e}") from None
+        out = dict(sources.video_frames(video, wanted))
+    except sources.TrackletSourceError as e:
+        raise SearchError(f"Preview frames of {video} cannot be drawn: {e}") from None
     missing = sorted(wanted - set(out))
     if missing:
         raise SearchError(f"{video} has no frames {missing} (0-based) to preview.")

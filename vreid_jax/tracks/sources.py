@@ -253,27 +253,37 @@ def _video_frames(frames: str, wanted: np.ndarray, skip_bad: bool):
 
 
 def _decode_video(path: str, wanted: set[int]):
+    """MOT frame n is the video's n-th frame (0-based index n - 1)."""
+    last, decoded = max(wanted), 0
+    for index, pixels in video_frames(path, {n - 1 for n in wanted}):
+        decoded = index + 1
+        yield decoded, f"{path}#{index}", pixels
+    if decoded < last:
+        raise TrackletSourceError(
+            f"The video {path} ends before MOT frame {last}, which its track file lists."
+        )
+
+
+def video_frames(path: str, indices: set[int]):
+    """Yields (0-based index, uint8 [H, W, 3]) of the video's frames at `indices`, in order,
+    stopping after the last one or at the end of the video (needs PyAV)."""
     try:
         import av  # noqa: PLC0415  (optional: only video files need it)
     except ImportError:
         raise TrackletSourceError(
-            f"Reading the video {path} needs PyAV: pip install -e '.[deploy]' (or extract its frames to a "
-            "folder of 000001.jpg, ... files and pass that folder)."
+            f"Reading the video {path} needs PyAV: pip install -e '.[deploy]' (or save its frames "
+            "as a folder of numbered images and pass that folder)."
         ) from None
-    last = max(wanted)
+    last = max(indices)
     try:
         with av.open(path) as container:
             for index, frame in enumerate(container.decode(video=0)):
-                number = index + 1
-                if number in wanted:
-                    yield number, f"{path}#{index}", frame.to_ndarray(format="rgb24")
-                if number >= last:
+                if index in indices:
+                    yield index, frame.to_ndarray(format="rgb24")
+                if index >= last:
                     return
-    except av.FFmpegError as e:
+    except (OSError, av.FFmpegError) as e:
         raise TrackletSourceError(f"Cannot decode the video {path}: {e}") from None
-    raise TrackletSourceError(
-        f"The video {path} ends before MOT frame {last}, which its track file lists."
-    )
 
 
 # ---------------------------------------------------------------------------------- to the model
