@@ -72,3 +72,13 @@ def test_cli_runtime_errors_are_one_line(repo_root, tmp_path):
         proc = _main(*args, cwd=repo_root)
         assert proc.returncode != 0, args
         assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_command_modules_import_together():
+    """The commands define their flags when run, not on import: one process (a notebook, a test
+    session) can import them all."""
+    import vreid_jax.export  # noqa: F401, PLC0415
+    import vreid_jax.extract  # noqa: F401, PLC0415
+    import vreid_jax.main  # noqa: F401, PLC0415
+    import vreid_jax.relink  # noqa: F401, PLC0415
+    import vreid_jax.search  # noqa: F401, PLC0415

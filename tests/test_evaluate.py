@@ -58,7 +58,8 @@ def test_nl3d_features_compile_once_and_average_clips(monkeypatch):
     extractor(variables, _index([2, 50, 11]))  # Other lengths: no new compile.
 
     clips, tracklet = _clips(index, config)
-    clip_feats = np.asarray(model.apply(variables, pixels.normalize(clips), train=False)[0])
+    apply = jax.jit(lambda v, x: model.apply(v, pixels.normalize(x), train=False)[0])
+    clip_feats = np.asarray(apply(variables, clips))
     expected = np.stack([clip_feats[tracklet == t].mean(0) for t in range(len(LENGTHS))])
     np.testing.assert_allclose(feats, expected, rtol=1e-4, atol=1e-5)
 
@@ -77,11 +78,13 @@ def test_gltr_bucketed_features_equal_unpadded_tracklets(monkeypatch):
     all_frames = np.concatenate([p["frames"] for p in parts])[keep]
     tracklet = np.concatenate([p["tracklet"] for p in parts])[keep]
     position = np.concatenate([p["position"] for p in parts])[keep]
+    # The whole model on each unpadded tracklet, jitted (op-by-op it takes minutes in CI).
+    apply = jax.jit(lambda v, x: model.apply(v, pixels.normalize(x), train=False)[0])
     for row, length in enumerate(LENGTHS):
         mine = tracklet == row
         frames = all_frames[mine][np.argsort(position[mine])]
         assert len(frames) == length
-        whole = model.apply(variables, pixels.normalize(frames[None]), train=False)[0]
+        whole = apply(variables, frames[None])
         np.testing.assert_allclose(
             feats[row],
             np.asarray(whole)[0],

@@ -395,12 +395,16 @@ def _replace_folder(new: str, out: str) -> None:
 # ----------------------------------------------------------------------------- command line
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "The training run's workdir.")
-flags.DEFINE_string("checkpoint", "latest", "'latest', 'best' or a checkpoint step folder.")
-flags.DEFINE_string("format", None, f"One of {', '.join(FORMATS)}.")
-flags.DEFINE_string("out", None, "Output folder (created; must not exist or be empty).")
-flags.DEFINE_bool("overwrite", False, "Replace a non-empty --out folder.")
-flags.mark_flags_as_required(["workdir", "format", "out"])
+
+
+def _define_flags() -> None:
+    # Defined only when run as a script, so importing this module claims no global flag names.
+    flags.DEFINE_string("workdir", None, "The training run's workdir.")
+    flags.DEFINE_string("checkpoint", "latest", "'latest', 'best' or a checkpoint step folder.")
+    flags.DEFINE_string("format", None, f"One of {', '.join(FORMATS)}.")
+    flags.DEFINE_string("out", None, "Output folder (created; must not exist or be empty).")
+    flags.DEFINE_bool("overwrite", False, "Replace a non-empty --out folder.")
+    flags.mark_flags_as_required(["workdir", "format", "out"])
 
 
 def main(argv):
@@ -434,4 +438,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)

@@ -28,17 +28,23 @@ from absl import app, flags, logging
 from vreid_jax import errors, logging_utils
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "A training run's workdir.")
-flags.DEFINE_string("checkpoint", "latest", "'latest', 'best' or a checkpoint step folder.")
-flags.DEFINE_multi_string(
-    "tracklets", None, "A folder of tracklet folders, or a MOT track file; repeat for several."
-)
-flags.DEFINE_multi_string("frames", [], "Per MOT track file, in order: its frames folder or video.")
-flags.DEFINE_multi_string("camera", [], "Per MOT track file, in order: its camera name.")
-flags.DEFINE_string("out", None, "The features file to write (.npz).")
-flags.DEFINE_bool("skip_bad", False, "Skip unreadable frames and boxes outside the image.")
-flags.DEFINE_integer("min_boxes", 1, "With MOT track files: leave out shorter tracks.")
-flags.mark_flags_as_required(["workdir", "tracklets", "out"])
+
+
+def _define_flags() -> None:
+    # Defined only when run as a script, so importing this module claims no global flag names.
+    flags.DEFINE_string("workdir", None, "A training run's workdir.")
+    flags.DEFINE_string("checkpoint", "latest", "'latest', 'best' or a checkpoint step folder.")
+    flags.DEFINE_multi_string(
+        "tracklets", None, "A folder of tracklet folders, or a MOT track file; repeat for several."
+    )
+    flags.DEFINE_multi_string(
+        "frames", [], "Per MOT track file, in order: its frames folder or video."
+    )
+    flags.DEFINE_multi_string("camera", [], "Per MOT track file, in order: its camera name.")
+    flags.DEFINE_string("out", None, "The features file to write (.npz).")
+    flags.DEFINE_bool("skip_bad", False, "Skip unreadable frames and boxes outside the image.")
+    flags.DEFINE_integer("min_boxes", 1, "With MOT track files: leave out shorter tracks.")
+    flags.mark_flags_as_required(["workdir", "tracklets", "out"])
 
 
 def read_tracklets(
@@ -134,4 +140,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)
