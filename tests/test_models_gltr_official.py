@@ -12,7 +12,7 @@ pytest.importorskip("torch")
 import torch_gltr  # noqa: E402  (needs torch)
 
 
-def _check(result, *, grads_max):
+def _check(result, *, grads_max=None):
     ours = result["ours"]
     # max |diff| / max |value| of the [B, 512] features and the [B, classes] logits.
     assert ours["eval_features"] <= 1e-4, result
@@ -21,10 +21,12 @@ def _check(result, *, grads_max):
     assert ours["loss"] <= 1e-4, result
     # The BN running statistics after the train-mode forward (PyTorch's unbiased variance).
     assert ours["running_stats_max"] <= 1e-4, result
+    if grads_max is None:
+        return
     # Relative L2 error of every parameter gradient. Train-mode gradients of a random ResNet-50
     # are ill-conditioned: PyTorch float32 is itself ~1% off float64 (benchmarks/gltr_vs_official.py
-    # records both), so the bounds are loose there and tight on the tiny trunk.
-    assert ours["grads_median"] <= grads_max / 2, result  # 1.3% vs 1.3% for PyTorch float32
+    # records both); on the tiny trunk they stay near 1e-4.
+    assert ours["grads_median"] <= grads_max / 2, result
     assert ours["grads_max"] <= grads_max, result
     if "torch32" in result:
         assert ours["grads_median"] <= 2 * result["torch32"]["grads_median"] + 1e-5, result
@@ -38,19 +40,26 @@ def _check(result, *, grads_max):
 
 
 def test_tiny_gltr_matches_official_architecture():
-    """A one-block-per-stage, width-8 trunk: the whole head at full width (128 -> 512)."""
+    """A one-block-per-stage, width-8 trunk: the whole head at full width (128 -> 512).
+
+    Measured: gradients 6.6e-6 median, 7.9e-6 max (PyTorch float32: 9.9e-6, 1.6e-5); features,
+    logits and loss within 5e-6.
+    """
     result = torch_gltr.compare(4, 4, 32, 16, stage_sizes=(1, 1, 1, 1), width_channels=8)
-    _check(result, grads_max=1e-3)
+    _check(result, grads_max=1e-4)
 
 
 @pytest.mark.slow
 def test_full_gltr_matches_official_architecture():
-    """Full-width ResNet-50 trunk (stride-1 layer4), 4 tracklets x 4 frames of 64x32.
+    """Full-width ResNet-50 trunk (stride-1 layer4), 4 tracklets x 4 frames of 32x16: eval
+    features; train-mode features, logits, loss and running statistics.
 
-    Measured (PyTorch float32's own errors against float64 in brackets): eval features 2.2e-7
-    (2.1e-7), train features 1.8e-4 (2.4e-4), logits 1.0e-4 (1.6e-4), loss 1e-6 (9e-6),
-    gradients 1.27% median, 1.6% max (1.26%, 1.6%). The float32 PyTorch run is left out here
-    for time (PyTorch float64 on CPU takes most of the test).
+    Forward passes only, for CI time: the backward pass through every layer type is checked on the
+    tiny trunk above, and `benchmarks/gltr_vs_official.py` records full-trunk gradients (4 x 4
+    frames of 64x32: 1.27% median, 1.6% max relative error; PyTorch float32's own 1.26%, 1.6%).
+    Measured here (PyTorch float32's errors in brackets): eval features 2.8e-7 (2.1e-7), train
+    features 2.3e-4 (2.7e-4), logits 2.0e-4 (2.2e-4), loss 4e-6 (6e-6), running statistics 1e-5
+    (1e-5).
     """
-    result = torch_gltr.compare(4, 4, 64, 32, yardstick=False)
-    _check(result, grads_max=0.05)
+    result = torch_gltr.compare(4, 4, 32, 16, yardstick=False, grads=False)
+    _check(result)

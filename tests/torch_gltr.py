@@ -201,23 +201,26 @@ def relative(got, want) -> float:
     return float(np.abs(got - want).max() / np.abs(want).max())
 
 
-def _torch_run(net: GLTR, frames, labels, dtype) -> dict:
-    """Eval features; train-mode features, logits, loss, parameter gradients, new running stats."""
+def _torch_run(net: GLTR, frames, labels, dtype, grads: bool) -> dict:
+    """Eval features; train-mode features, logits, loss, parameter gradients (if `grads`), new
+    running stats."""
     import copy  # noqa: PLC0415
 
     net = copy.deepcopy(net).to(dtype)
     x = torch.from_numpy(frames).to(dtype)
     with torch.no_grad():
         eval_features, _ = net.eval()(x)
-    features, logits = net.train()(x)
-    loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(labels))
-    loss.backward()
+    with torch.set_grad_enabled(grads):
+        features, logits = net.train()(x)
+        loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(labels))
+    if grads:
+        loss.backward()
     return {
         "eval_features": eval_features.double().numpy(),
         "train_features": features.detach().double().numpy(),
         "logits": logits.detach().double().numpy(),
         "loss": loss.item(),
-        "grads": {k: p.grad for k, p in net.named_parameters()},
+        "grads": {k: p.grad for k, p in net.named_parameters()} if grads else None,
         "net": net,  # After the train-mode forward: its running statistics moved.
     }
 
@@ -233,6 +236,7 @@ def compare(
     num_classes: int = 10,
     seed: int = 0,
     yardstick: bool = True,
+    grads: bool = True,
 ) -> dict:
     """Our GLTR (float32, jitted) against this module in float64 and float32, same weights.
 
@@ -240,6 +244,7 @@ def compare(
     differences relative to PyTorch float64 (`ours`) and, with `yardstick`, PyTorch float32's
     (`torch32`): features and logits as max |diff| / max |value|; gradients and the updated BN
     running statistics as the relative L2 error per variable, summarised by median and max.
+    `grads=False` skips the backward pass on both sides (no `grads_*` entries).
     """
     import jax  # noqa: PLC0415
     import jax.numpy as jnp  # noqa: PLC0415
@@ -251,8 +256,8 @@ def compare(
     rng = np.random.default_rng(seed + 2)
     frames = rng.normal(size=(batch * clip_len, 3, height, width)).astype(np.float32)
     labels = rng.integers(0, num_classes, batch)
-    exact = _torch_run(net, frames, labels, torch.float64)
-    single = _torch_run(net, frames, labels, torch.float32) if yardstick else None
+    exact = _torch_run(net, frames, labels, torch.float64, grads)
+    single = _torch_run(net, frames, labels, torch.float32, grads) if yardstick else None
 
     module = flax_gltr(net, stage_sizes, width_channels)
     target = jax.eval_shape(
@@ -278,13 +283,15 @@ def compare(
             loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
             return loss, (features, logits, updates["batch_stats"])
 
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        return eval_features, loss, aux, grads
+        if not grads:
+            return eval_features, *loss_fn(params), {}
+        (loss, aux), gradients = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        return eval_features, loss, aux, gradients
 
-    eval_features, loss, (features, logits, new_stats), grads = jax.device_get(
+    eval_features, loss, (features, logits, new_stats), gradients = jax.device_get(
         run(variables["params"], variables["batch_stats"])
     )
-    ours_flat = traverse_util.flatten_dict({"params": grads, "batch_stats": new_stats})
+    ours_flat = traverse_util.flatten_dict({"params": gradients, "batch_stats": new_stats})
 
     def l2_errors(flat, reference):
         return {
@@ -292,7 +299,7 @@ def compare(
                 np.linalg.norm(flat[k] - reference[k]) / np.linalg.norm(reference[k])
             )
             for k in reference
-            if "/".join(k) not in vanishing
+            if "/".join(k) not in vanishing and (grads or k[0] == "batch_stats")
         }
 
     def as_flat(run_):  # Gradients as params, the moved running statistics as batch_stats.
@@ -301,10 +308,14 @@ def compare(
     reference = as_flat(exact)
     # Gradients that vanish analytically (phi's bias: a shift of every key of a softmax row; a bias
     # before a train-mode BN) are rounding noise on both sides: left out of the relative errors.
-    largest = max(np.linalg.norm(v) for k, v in reference.items() if k[0] == "params")
-    vanishing = sorted(
-        "/".join(k) for k, v in reference.items() if np.linalg.norm(v) <= 1e-9 * largest
-    )
+    vanishing = []
+    if grads:
+        largest = max(np.linalg.norm(v) for k, v in reference.items() if k[0] == "params")
+        vanishing = sorted(
+            "/".join(k)
+            for k, v in reference.items()
+            if k[0] == "params" and np.linalg.norm(v) <= 1e-9 * largest
+        )
     results = {
         "config": dict(batch=batch, clip_len=clip_len, height=height, width=width),
         "vanishing_grads": vanishing,
@@ -320,17 +331,20 @@ def compare(
             "loss": float(loss),
         }
         errors = l2_errors(flat, reference)
-        grad_errors = [v for k, v in errors.items() if k.startswith("params")]
+        grad_errors = {k: v for k, v in errors.items() if k.startswith("params")}
         stat_errors = [v for k, v in errors.items() if k.startswith("batch_stats")]
         results[name] = {
             "eval_features": relative(values["eval_features"], exact["eval_features"]),
             "train_features": relative(values["train_features"], exact["train_features"]),
             "logits": relative(values["logits"], exact["logits"]),
             "loss": abs(values["loss"] - exact["loss"]) / abs(exact["loss"]),
-            "grads_median": float(np.median(grad_errors)),
-            "grads_max": float(np.max(grad_errors)),
-            "grads_worst": max((v, k) for k, v in errors.items() if k.startswith("params"))[1],
-            "grads_all": {k: v for k, v in errors.items() if k.startswith("params")},
             "running_stats_max": float(np.max(stat_errors)),
         }
+        if grads:
+            results[name] |= {
+                "grads_median": float(np.median(list(grad_errors.values()))),
+                "grads_max": float(max(grad_errors.values())),
+                "grads_worst": max(grad_errors, key=grad_errors.get),
+                "grads_all": grad_errors,
+            }
     return results
