@@ -306,8 +306,10 @@ def compare(
         return flat_flax_arrays(run_["net"], target, run_["grads"])
 
     reference = as_flat(exact)
-    # Gradients that vanish analytically (phi's bias: a shift of every key of a softmax row; a bias
-    # before a train-mode BN) are rounding noise on both sides: left out of the relative errors.
+    # Gradients that vanish analytically are rounding noise on both sides: left out of the relative
+    # errors. phi's bias shifts a whole softmax row; g's and out_proj's biases add a constant over
+    # (tracklet, time) that the TSA's train-mode BN removes; out_bn's bias shifts the time mean by
+    # a constant that the head's train-mode BN removes.
     vanishing = []
     if grads:
         largest = max(np.linalg.norm(v) for k, v in reference.items() if k[0] == "params")
