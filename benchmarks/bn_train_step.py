@@ -75,6 +75,13 @@ def build_step(config, num_classes: int, one_pass: bool):
     return step_fn, state, batch, time.perf_counter() - start
 
 
+def round_ratios(two_pass: list, one_pass: list, steps: int) -> list:
+    """Per alternating round, two-pass time over one-pass time (the steps of a round summed):
+    neighbouring measurements, so slow drifts of the machine's load cancel."""
+    sums = lambda t: [sum(t[i : i + steps]) for i in range(0, len(t), steps)]  # noqa: E731
+    return [round(a / b, 4) for a, b in zip(sums(two_pass), sums(one_pass), strict=True)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=("nl3d", "gltr"), default="gltr")
@@ -87,6 +94,7 @@ def main() -> None:
     parser.add_argument("--width_channels", type=int, default=64, help="res2 width (64).")
     parser.add_argument("--rounds", type=int, default=5, help="Alternating rounds.")
     parser.add_argument("--steps", type=int, default=2, help="Timed steps per variant per round.")
+    parser.add_argument("--label", default="", help="Extra key part, e.g. run2.")
     parser.add_argument("--out", default="", help="Result JSON (default: results/...json).")
     args = parser.parse_args()
     args.dtype = "float32"
@@ -128,13 +136,17 @@ def main() -> None:
     }
     two, one = (record["step_s"][n]["median"] for n in variants)
     record["ratio_two_pass_over_one_pass"] = round(two / one, 4)
+    record["round_ratios"] = round_ratios(*(times[n] for n in variants), args.steps)
     if args.stage_sizes or args.width_channels != 64:
         record["model_size"] = {"stage_sizes": args.stage_sizes, "width": args.width_channels}
     key = f"{args.model}/batch{args.batch}/{'x'.join(map(str, record['clip'][:3]))}"
+    if args.label:
+        key += f"/{args.label}"
     written = common.merge_result("bn_train_step", key, record, args.out)
     print(
         f"bn_train_step {key}: two-pass {two:.3f} s/step, one-pass {one:.3f} s/step "
-        f"(ratio {two / one:.3f}) -> {written}"
+        f"(ratio of medians {two / one:.3f}, median round ratio "
+        f"{statistics.median(record['round_ratios']):.3f}) -> {written}"
     )
 
 
