@@ -70,7 +70,8 @@ class Bottleneck(nn.Module):
 class ResNet(nn.Module):
     """torchvision's `resnet50()` for `stage_sizes=(3, 4, 6, 3), width=64`; NCHW input.
 
-    `block='basic'` with (2, 2, 2, 2) or (3, 4, 6, 3) is `resnet18()` or `resnet34()`.
+    `block='basic'` with (2, 2, 2, 2) or (3, 4, 6, 3) is `resnet18()` or `resnet34()`;
+    `last_stride=1` keeps layer4 at the resolution of layer3 (the re-ID trunks).
     """
 
     def __init__(
@@ -79,6 +80,7 @@ class ResNet(nn.Module):
         width: int = 64,
         num_classes: int = 1000,
         block: str = "bottleneck",
+        last_stride: int = 2,
     ):
         super().__init__()
         block_class = {"basic": BasicBlock, "bottleneck": Bottleneck}[block]
@@ -91,15 +93,21 @@ class ResNet(nn.Module):
             planes = width * 2**stage
             layer = []
             for index in range(blocks):
-                stride = 2 if stage > 0 and index == 0 else 1
+                stride = 1 if stage == 0 or index > 0 else 2
+                if stage == len(stage_sizes) - 1 and index == 0:
+                    stride = last_stride
                 layer.append(block_class(inplanes, planes, stride))
                 inplanes = planes * block_class.expansion
             setattr(self, f"layer{stage + 1}", nn.Sequential(*layer))
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(inplanes, num_classes)
 
-    def forward(self, x):
+    def trunk(self, x):
+        """NCHW images -> the layer4 feature map (no pooling, no fc)."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         for stage in range(1, 5):
             x = getattr(self, f"layer{stage}")(x)
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+        return x
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.avgpool(self.trunk(x)), 1))
