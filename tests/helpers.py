@@ -29,8 +29,9 @@ def random_batches(config, count: int, num_classes: int, seed: int = 0) -> list[
 
 def checkpointed_workdir(workdir, model="gltr", num_classes=5, seed=0, **overrides):
     """A training workdir as `python -m vreid_jax.main` leaves it (config.json and a checkpoint at
-    step 1), holding the tiny config's randomly initialised model: what `trained.load` reads, made
-    in a second instead of a training run. Returns the config."""
+    step 1), holding the tiny config's randomly initialised model with perturbed batch-norm
+    statistics (so that eval-mode normalisation is exercised): what `trained.load` reads, made in
+    a second instead of a training run. Returns the config."""
     import json  # noqa: PLC0415
     import os  # noqa: PLC0415
     import types  # noqa: PLC0415
@@ -41,11 +42,19 @@ def checkpointed_workdir(workdir, model="gltr", num_classes=5, seed=0, **overrid
 
     config = tiny_config(model, **overrides)
     net = models.build_model(config.model, num_classes)
-    variables = jax.jit(lambda: state.init_variables(net, state.init_clips(config.input), seed))()
+    init = jax.jit(lambda: state.init_variables(net, state.init_clips(config.input), seed))
+    variables = jax.device_get(init())
+    rng = np.random.default_rng(seed)
+
+    def perturb(path, x):
+        if path[-1].key == "var":
+            return (x * rng.uniform(0.5, 1.5, x.shape)).astype(np.float32)
+        return (x + rng.normal(0, 0.1, x.shape)).astype(np.float32)
+
     train_state = state.TrainState(
         step=np.int32(1),
         params=variables["params"],
-        batch_stats=variables["batch_stats"],
+        batch_stats=jax.tree_util.tree_map_with_path(perturb, variables["batch_stats"]),
         opt_state=(),
     )
     data = types.SimpleNamespace(name=config.data.name, num_classes=num_classes)

@@ -11,10 +11,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import tiny_config
+from helpers import checkpointed_workdir, tiny_config
 
-from vreid_jax import checkpoint, errors, export, features, models, onnx_export, trained
-from vreid_jax import state as state_lib
+from vreid_jax import errors, export, features, onnx_export, trained
 
 # (batch, padded length, real lengths) per call; NL3D calls take B clips of clip_len frames.
 GLTR_CASES = [(1, 3, [3]), (2, 8, [8, 5]), (2, 17, [17, 12])]
@@ -22,45 +21,11 @@ NL3D_BATCHES = [1, 3]
 RTOL = 1e-4
 
 
-def _write_run(workdir, model_name: str) -> None:
-    """A run's workdir as training leaves it: config.json and one checkpoint (random weights)."""
-    config = tiny_config(model_name)
-    num_classes = 8
-    model = models.build_model(config.model, num_classes)
-    variables = state_lib.init_variables(model, state_lib.init_clips(config.input), seed=1)
-    # Non-trivial batch-norm statistics, so that eval-mode normalisation is exercised.
-    rng = np.random.default_rng(0)
-    variables = jax.tree.map(np.asarray, variables)
-
-    def perturb(path, x):
-        if path[-1].key == "var":
-            return (x * rng.uniform(0.5, 1.5, x.shape)).astype(np.float32)
-        return (x + rng.normal(0, 0.1, x.shape)).astype(np.float32)
-
-    variables["batch_stats"] = jax.tree_util.tree_map_with_path(perturb, variables["batch_stats"])
-    meta = json.loads(
-        json.dumps(
-            {
-                "model": config.model.to_dict(),
-                "input": {k: config.input[k] for k in ("height", "width", "clip_len")},
-                "dataset": "mars",
-                "num_classes": num_classes,
-            }
-        )
-    )
-    os.makedirs(workdir)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json())
-    state = {"step": np.asarray(5, np.int32), **variables}
-    with checkpoint.Checkpointer(os.path.join(workdir, "checkpoints")) as ckpt:
-        ckpt.save(5, state, meta)
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("export_runs")
     for name in ("gltr", "nl3d"):
-        _write_run(str(root / name), name)
+        checkpointed_workdir(str(root / name), name, num_classes=8, seed=1)
     return root
 
 
@@ -133,6 +98,8 @@ def _runner(fmt, ff, folder):
 @pytest.mark.parametrize("fmt", export.FORMATS)
 def test_exported_features_equal_evaluation(fmt, exported, tmp_path):
     ff, cases = exported
+    if (ff.provenance["model"], fmt) == ("nl3d", "savedmodel"):
+        pytest.skip("CI time: NL3D's TFLite test converts the same jax2tf module as its SavedModel.")
     export.EXPORTERS[fmt](ff, str(tmp_path))
     run = _runner(fmt, ff, str(tmp_path))
     for inputs, reference in cases:
@@ -156,7 +123,7 @@ def test_cli_exports_with_metadata(runs, tmp_path, repo_root):
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(os.listdir(out)) == ["export.json", "model.onnx"]
     meta = json.loads((out / "export.json").read_text())
-    assert meta["format"] == "onnx" and meta["provenance"]["step"] == 5
+    assert meta["format"] == "onnx" and meta["provenance"]["step"] == 1
     assert [p["shape"] for p in meta["inputs"]] == [["B", "L", 64, 32, 3], ["B", "L"]]
     assert meta["outputs"][0]["shape"][0] == "B" and "mask" in meta["aggregation"]
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]  # no temporary folder left

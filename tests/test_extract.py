@@ -4,12 +4,12 @@ folder and MOT sources; bad input named, no partial output."""
 import io
 import os
 
+import helpers
 import jax
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests import helpers
 from vreid_jax import checkpoint, errors, extract, features, trained
 from vreid_jax.tracks import feature_file, mot, sources
 

@@ -7,12 +7,12 @@ import os
 import subprocess
 import sys
 
+import helpers
 import numpy as np
 import pytest
 from PIL import Image
 
 from data_prep import synthetic_video
-from tests import helpers
 from vreid_jax.tracks import feature_file, mot
 
 
