@@ -99,7 +99,9 @@ def _runner(fmt, ff, folder):
 def test_exported_features_equal_evaluation(fmt, exported, tmp_path):
     ff, cases = exported
     if (ff.provenance["model"], fmt) == ("nl3d", "savedmodel"):
-        pytest.skip("CI time: NL3D's TFLite test converts the same jax2tf module as its SavedModel.")
+        pytest.skip(
+            "CI time: NL3D's TFLite test converts the same jax2tf module as its SavedModel."
+        )
     export.EXPORTERS[fmt](ff, str(tmp_path))
     run = _runner(fmt, ff, str(tmp_path))
     for inputs, reference in cases:
