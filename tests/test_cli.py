@@ -80,5 +80,6 @@ def test_command_modules_import_together():
     import vreid_jax.export  # noqa: F401, PLC0415
     import vreid_jax.extract  # noqa: F401, PLC0415
     import vreid_jax.main  # noqa: F401, PLC0415
+    import vreid_jax.models.summary  # noqa: F401, PLC0415
     import vreid_jax.relink  # noqa: F401, PLC0415
     import vreid_jax.search  # noqa: F401, PLC0415

@@ -14,14 +14,18 @@ from ml_collections import config_flags
 from vreid_jax import config_lib, errors, logging_utils
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
-config_flags.DEFINE_config_file(
-    "config",
-    None,
-    "Config file, e.g. configs/demo.py or configs/demo.py:model=gltr.",
-    lock_config=True,
-)
-flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _define_flags() -> None:
+    # Defined only when run as a script, so importing this module claims no global flag names.
+    flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
+    config_flags.DEFINE_config_file(
+        "config",
+        None,
+        "Config file, e.g. configs/demo.py or configs/demo.py:model=gltr.",
+        lock_config=True,
+    )
+    flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
@@ -65,4 +69,5 @@ def _parse_flags(argv):
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main, flags_parser=_parse_flags)

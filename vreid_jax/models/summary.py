@@ -17,9 +17,12 @@ from ml_collections import config_flags
 from vreid_jax import errors, logging_utils
 from vreid_jax.models import layers, registry
 
-config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/default.py.")
-flags.DEFINE_integer("num_classes", 625, "Classifier size (625 = MARS training identities).")
-flags.mark_flags_as_required(["config"])
+
+def _define_flags() -> None:
+    # Defined only when run as a script: importing `summarize` claims no global flag names.
+    config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/default.py.")
+    flags.DEFINE_integer("num_classes", 625, "Classifier size (625 = MARS training identities).")
+    flags.mark_flags_as_required(["config"])
 
 
 def abstract_variables(module, clip_shape: tuple[int, ...]):
@@ -76,4 +79,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)
