@@ -87,9 +87,9 @@ def _read_folder(camera: str, track_id: str, path: str, *, skip_bad: bool) -> Tr
             )
     frames, kept = [], []
     for i in order:
-        encoded = _read_frame(os.path.join(path, names[i]), skip_bad)
-        if encoded is not None:
-            frames.append(encoded)
+        frame = _read_frame(os.path.join(path, names[i]), skip_bad)
+        if frame is not None:
+            frames.append(frame[0])
             kept.append(i)
     if not frames:
         return _bad(f"Track folder {path} has no usable frame.", skip_bad)
@@ -116,18 +116,18 @@ def _frame_number(folder: str, name: str, numbered: bool) -> int:
     return int(match.group(1))
 
 
-def _read_frame(path: str, skip_bad: bool) -> bytes | None:
-    """The file's bytes after a full decode; None (skipped, with a warning) or an error if bad."""
+def _read_frame(path: str, skip_bad: bool) -> tuple[bytes, np.ndarray] | None:
+    """The file's bytes and its pixels (uint8 [H, W, 3]), decoded once in full; None (skipped,
+    with a warning) or an error if it is bad."""
     try:
         with open(path, "rb") as f:
             data = f.read()
         with Image.open(io.BytesIO(data)) as image:
-            image.load()
+            return data, np.asarray(image.convert("RGB"))
     except Image.UnidentifiedImageError:
         return _bad(f"Frame {path} is unusable (not an image file).", skip_bad)
     except (OSError, SyntaxError, ValueError) as e:  # PIL's errors for damaged data.
         return _bad(f"Frame {path} is unusable ({e}).", skip_bad)
-    return data
 
 
 # ---------------------------------------------------------------------------------- MOT files
@@ -242,10 +242,9 @@ def _video_frames(frames: str, wanted: np.ndarray, skip_bad: bool):
                 "expected files named by frame number, such as 000001.jpg for frame 1."
             )
         for number in sorted(found):
-            data = _read_frame(found[number], skip_bad)
-            if data is not None:
-                with Image.open(io.BytesIO(data)) as image:
-                    yield number, found[number], np.asarray(image.convert("RGB"))
+            frame = _read_frame(found[number], skip_bad)
+            if frame is not None:
+                yield number, found[number], frame[1]
         return
     if not os.path.isfile(frames):
         raise TrackletSourceError(f"--frames {frames!r}: no such folder or video file.")
