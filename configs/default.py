@@ -102,6 +102,15 @@ def get_config(arg=None):
     config.model.pretrained = ""
     # Compute dtype: 'float32' or 'bfloat16' (parameters, BN statistics and losses stay float32).
     config.model.dtype = "float32"
+    # How 1x1 convs and max-pools are computed; values and parameters are the same either way.
+    # 'auto': the CPU rewrites (1x1 convs as matrix products, the max-pool with its own gradient)
+    # where JAX's default backend is the CPU, XLA's own conv and reduce-window on GPU and TPU;
+    # 'true' / 'false' force them on / off on any platform.
+    config.model.fast_cpu_ops = "auto"
+    # Which input of a max-pool window with tied maxima (zeros after a ReLU) gets the gradient:
+    # 'first' (PyTorch's rule, the default on every platform: both the CPU rewrite and XLA's own
+    # pool gradient do it) or 'split' (shared equally, JAX's rule for the maximum of a reduction).
+    config.model.max_pool_ties = "first"
     # Size of the retrieval feature bottleneck (NL3D head).
     config.model.bottleneck_dim = 512
     config.model.dropout = 0.5

@@ -1,11 +1,14 @@
 """The CPU-speed rewrites of two ops are exact: 1x1 convs as matrix products, the stem max-pool."""
 
+import helpers
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import linen as nn
 
+from vreid_jax import models
+from vreid_jax.errors import UserError
 from vreid_jax.models import layers, max_pool, pointwise_conv
 
 CHANNELS_LAST = {
@@ -67,7 +70,7 @@ def test_project_convs_use_the_matmul_for_1x1_only():
     x = jnp.ones((2, 8, 8, 4))
 
     def apply(kernel_size):
-        conv = layers.conv(6, kernel_size, dtype=jnp.float32, name="c")
+        conv = layers.Ops().conv(6, kernel_size, dtype=jnp.float32, name="c")
         params = conv.init(jax.random.key(0), x)
         return str(jax.make_jaxpr(jax.grad(lambda p: conv.apply(p, x).sum()))(params))
 
@@ -93,10 +96,10 @@ def test_max_pool_equals_reduce_window_with_minus_inf_padding(shape):
         (-1, *np.add(shape[-3:], (2, 2, 0)))
     )
     expected = nn.max_pool(padded, (3, 3), strides=(2, 2), padding="VALID")
-    got = layers.max_pool_3x3_s2(x)
+    got = layers.Ops().max_pool_3x3_s2(x)
     np.testing.assert_array_equal(got.reshape(expected.shape), expected)
     # Without ties the gradient is the reduce-window one.
-    grad = jax.grad(lambda a: (layers.max_pool_3x3_s2(a) ** 2).sum())(x)
+    grad = jax.grad(lambda a: (layers.Ops().max_pool_3x3_s2(a) ** 2).sum())(x)
     grad_ref = jax.grad(
         lambda a: (
             nn.max_pool(
@@ -134,8 +137,104 @@ def test_max_pool_gives_a_tied_window_gradient_to_its_first_maximum():
     # All zeros, as after a ReLU: PyTorch sends each window's gradient to its first element in
     # row-major order (the top-left of the window, or the first real pixel next to the padding).
     x = jnp.zeros((1, 4, 4, 1))
-    grad = jax.grad(lambda a: layers.max_pool_3x3_s2(a).sum())(x)[0, :, :, 0]
+    grad = jax.grad(lambda a: layers.Ops().max_pool_3x3_s2(a).sum())(x)[0, :, :, 0]
     # Windows start at rows/cols -1 and 1; their first real pixels are (0|1, 0|1).
     expected = np.zeros((4, 4))
     expected[np.ix_([0, 1], [0, 1])] = 1.0
     np.testing.assert_array_equal(grad, expected)
+
+
+# ----------------------------------------------------------------------------- platform choice
+
+
+def test_auto_turns_the_cpu_rewrites_on_for_the_cpu_only(monkeypatch):
+    assert layers.ops_for("auto") == layers.Ops(fast_cpu=True, pool_ties="first")
+    assert layers.ops_for("false").fast_cpu is False
+    assert layers.ops_for("TRUE").fast_cpu is True
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert layers.ops_for("auto").fast_cpu is False
+    assert layers.ops_for("true", "split") == layers.Ops(fast_cpu=True, pool_ties="split")
+    with pytest.raises(UserError, match="config.model.fast_cpu_ops='yes'"):
+        layers.ops_for("yes")
+    with pytest.raises(UserError, match="config.model.max_pool_ties='last'"):
+        layers.ops_for("auto", "last")
+
+
+def test_without_the_rewrites_xla_runs_its_own_conv_and_pool():
+    x = jnp.ones((2, 8, 8, 4))
+    ops = layers.Ops(fast_cpu=False)
+
+    def loss(a):
+        conv = ops.conv(6, (1, 1), dtype=jnp.float32, name="c")
+        return ops.max_pool_3x3_s2(conv.apply(conv.init(jax.random.key(0), a), a)).sum()
+
+    jaxpr = str(jax.make_jaxpr(jax.grad(loss))(x))
+    assert "conv_general_dilated" in jaxpr and "dot_general" not in jaxpr
+    assert "reduce_window_max" in jaxpr and "select_and_scatter_add" in jaxpr
+
+
+@pytest.mark.parametrize("shape, window, strides, padding", [
+    ((2, 9, 7, 3), (3, 3), (2, 2), ((1, 1), (1, 1))),  # the stem pool
+    ((2, 4, 8, 6, 3), (1, 2, 2), (1, 2, 2), None),  # the non-local sub-sampling
+])  # fmt: skip
+def test_both_forms_give_the_first_maximum_the_gradient_of_a_tie(shape, window, strides, padding):
+    # Small integers: most windows hold tied maxima.
+    x = jnp.asarray(np.random.default_rng(3).integers(0, 3, shape), jnp.float32)
+    results = []
+    for fast_cpu in (True, False):
+        pool = layers.Ops(fast_cpu=fast_cpu).max_pool
+        y, vjp = jax.vjp(lambda a, pool=pool: pool(a, window, strides, padding), x)
+        cotangent = jnp.arange(y.size, dtype=jnp.float32).reshape(y.shape)
+        results.append((y, vjp(cotangent)[0]))
+    (y_fast, grad_fast), (y_xla, grad_xla) = results
+    np.testing.assert_array_equal(y_fast, y_xla)
+    np.testing.assert_array_equal(grad_fast, grad_xla)
+
+
+def test_split_ties_share_a_windows_gradient_equally():
+    x = jnp.zeros((1, 4, 4, 1))  # All tied, as after a ReLU.
+    grad = jax.grad(lambda a: layers.Ops(pool_ties="split").max_pool_3x3_s2(a).sum())(x)[0, ..., 0]
+    # Four windows (rows/cols from -1 and 1); each spreads its 1 over its real pixels.
+    windows = [(slice(0, 2), slice(0, 2)), (slice(0, 2), slice(1, 4)), (slice(1, 4), slice(0, 2)),
+               (slice(1, 4), slice(1, 4))]  # fmt: skip
+    expected = np.zeros((4, 4))
+    for r, c in windows:
+        expected[r, c] += 1.0 / expected[r, c].size
+    np.testing.assert_allclose(grad, expected, rtol=1e-6)
+    distinct = jnp.arange(16.0).reshape(1, 4, 4, 1)
+    np.testing.assert_array_equal(
+        layers.Ops(pool_ties="split").max_pool_3x3_s2(distinct),
+        layers.Ops().max_pool_3x3_s2(distinct),
+    )
+
+
+@pytest.mark.parametrize("model_name", ["nl3d", "gltr"])
+def test_models_compute_the_same_with_and_without_the_rewrites(model_name):
+    # The whole train-mode forward pass and every parameter gradient of a tiny model, both ways.
+    config = helpers.tiny_config(model_name, **{"model.dropout": 0.0})
+    shape = (2, 2, config.input.height, config.input.width, 3)
+    clips = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    results = []
+    for fast in ("true", "false"):
+        model_config = config.model.copy_and_resolve_references()
+        model_config.fast_cpu_ops = fast
+        model = models.build_model(model_config, num_classes=5)
+        variables = model.init(jax.random.key(0), clips, train=False)
+
+        def loss(params, model=model, variables=variables):
+            (feats, logits), _ = model.apply(
+                {**variables, "params": params}, clips, train=True, mutable=["batch_stats"]
+            )
+            return jnp.sum(feats**2) + jnp.sum(logits * jnp.arange(5.0))
+
+        results.append(jax.jit(jax.value_and_grad(loss))(variables["params"]))
+    (loss_fast, grads_fast), (loss_xla, grads_xla) = results
+    np.testing.assert_allclose(loss_fast, loss_xla, rtol=1e-5)
+    for path, g_fast in jax.tree_util.tree_leaves_with_path(grads_fast):
+        g_xla = grads_xla
+        for key in path:
+            g_xla = g_xla[key.key]
+        # Float rounding of sums taken in another order: relative to the leaf's largest entry,
+        # with a floor for leaves that are zero but for rounding (the non-local blocks' output BN).
+        atol = 1e-4 * float(jnp.max(jnp.abs(g_xla))) + 1e-6
+        np.testing.assert_allclose(g_fast, g_xla, rtol=0, atol=atol, err_msg=str(path))

@@ -123,11 +123,12 @@ def feature_function(trained) -> FeatureFunction:
     from vreid_jax.models import registry  # noqa: PLC0415
 
     config = trained.config
-    model = trained.model
-    if config.model.dtype != "float32":  # Exports compute in float32 (the parameters are).
-        model_config = ml_collections.ConfigDict(config.model.to_dict())
-        model_config.dtype = "float32"
-        model = models.build_model(model_config, trained.meta["num_classes"])
+    # Exports compute in float32 (the parameters are), with the CPU forms of conv and max-pool:
+    # matrix products, slices and maxima, which every format takes (TFLite and the ONNX converter
+    # refuse XLA's reduce-window pool).
+    model_config = ml_collections.ConfigDict(config.model.to_dict())
+    model_config.update(dtype="float32", fast_cpu_ops="true")
+    model = models.build_model(model_config, trained.meta["num_classes"])
     variables = jax.device_get(trained.variables)
     h, w, t = config.input.height, config.input.width, config.input.clip_len
     extraction = registry.spec(config.model.name).extraction

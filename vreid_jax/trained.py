@@ -16,6 +16,7 @@ import ml_collections
 
 from vreid_jax import checkpoint, errors, files, models, parallel
 from vreid_jax import state as state_lib
+from vreid_jax.models import registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +107,10 @@ def load(workdir: str, which: str = "latest", mesh=None) -> TrainedModel:
         step = resolve_step(ckpt, step, which)
         meta = ckpt.read_meta(step)
         with config.unlocked():
-            config.model = ml_collections.ConfigDict(meta["model"])
+            # How to compute (fast_cpu_ops, max_pool_ties) is this run's choice, not the
+            # checkpoint's: no parameter depends on it.
+            how = {k: config.model[k] for k in registry.HOW_TO_COMPUTE if k in config.model}
+            config.model = ml_collections.ConfigDict({**meta["model"], **how})
             for key in ("height", "width", "clip_len"):
                 config.input[key] = meta["input"][key]
         model = models.build_model(config.model, meta["num_classes"])

@@ -1,7 +1,9 @@
-"""Building blocks shared by the models: dtypes, BatchNorm and the ported PyTorch initialisers."""
+"""Building blocks shared by the models: dtypes, BatchNorm, the ported PyTorch initialisers and the
+platform-chosen forms of conv and max-pool (`Ops`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -56,26 +58,79 @@ def batch_norm(train: bool, dtype, name: str, scale_init=nn.initializers.ones) -
     )
 
 
-def conv(features, kernel_size, *, dtype, name, strides=1, padding="VALID", kernel_init=None):
-    """A bias-free `nn.Conv` in `dtype` with float32 parameters (torchvision's init by default).
+# `config.model.fast_cpu_ops` and `config.model.max_pool_ties` (see configs/default.py).
+FAST_CPU_OPS = ("auto", "true", "false")
+POOL_TIES = ("first", "split")
 
-    1x1 convs run as matrix products (`pointwise_conv`): same result, faster backward pass on CPU.
+
+@dataclasses.dataclass(frozen=True)
+class Ops:
+    """How the models compute their convolutions and max-pools; no value or parameter depends on it.
+
+    Attributes:
+      fast_cpu: the CPU rewrites, 1x1 convs as matrix products (`pointwise_conv`) and the max-pool
+        as the maximum of its window's strided views with its own VJP (`max_pool.max_pool`). They
+        make XLA:CPU's backward pass fast; elsewhere XLA's own conv and reduce-window are used.
+      pool_ties: which input of a window with tied maxima gets its gradient: 'first' (the first in
+        row-major order, PyTorch's rule, given by both forms above) or 'split' (shared equally,
+        JAX's rule for the maximum of a reduction).
     """
-    ndim = len(kernel_size)
-    if isinstance(strides, int):
-        strides = (strides,) * ndim
-    return nn.Conv(
-        features,
-        kernel_size,
-        strides=strides,
-        padding=padding,
-        use_bias=False,
-        dtype=dtype,
-        param_dtype=jnp.float32,
-        kernel_init=kernel_init or kaiming_fan_out,
-        conv_general_dilated=pointwise_conv.conv_general_dilated,
-        name=name,
-    )
+
+    fast_cpu: bool = True
+    pool_ties: str = "first"
+
+    def conv(
+        self, features, kernel_size, *, dtype, name, strides=1, padding="VALID", kernel_init=None
+    ) -> nn.Conv:
+        """A bias-free `nn.Conv` in `dtype` with float32 parameters (torchvision's init by default)."""
+        ndim = len(kernel_size)
+        if isinstance(strides, int):
+            strides = (strides,) * ndim
+        fast = (
+            {"conv_general_dilated": pointwise_conv.conv_general_dilated} if self.fast_cpu else {}
+        )
+        return nn.Conv(
+            features,
+            kernel_size,
+            strides=strides,
+            padding=padding,
+            use_bias=False,
+            dtype=dtype,
+            param_dtype=jnp.float32,
+            kernel_init=kernel_init or kaiming_fan_out,
+            name=name,
+            **fast,
+        )
+
+    def max_pool(self, x, window, strides, padding=None):
+        """Max-pools `x` `[..., *pooled, C]`, padding with -inf (`max_pool.max_pool`'s arguments)."""
+        if self.pool_ties == "split":
+            return max_pool.split_ties_max_pool(x, window, strides, padding)
+        if self.fast_cpu:
+            return max_pool.max_pool(x, window, strides, padding)
+        return max_pool.reduce_window_max_pool(x, window, strides, padding)
+
+    def max_pool_3x3_s2(self, x):
+        """PyTorch's `MaxPool2d(3, stride=2, padding=1)` on `[..., H, W, C]` with any batch axes: the
+        padding is -inf, as in PyTorch, and symmetric (not XLA's 'SAME')."""
+        return self.max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)))
+
+
+def ops_for(fast_cpu_ops: str = "auto", max_pool_ties: str = "first") -> Ops:
+    """The `Ops` that `config.model.fast_cpu_ops` / `max_pool_ties` ask for on this platform; 'auto'
+    turns the CPU rewrites on where JAX's default backend is the CPU."""
+    fast_cpu_ops = str(fast_cpu_ops).lower()
+    if fast_cpu_ops not in FAST_CPU_OPS:
+        raise UserError(
+            f"config.model.fast_cpu_ops={fast_cpu_ops!r}; expected one of {FAST_CPU_OPS}."
+        )
+    if max_pool_ties not in POOL_TIES:
+        raise UserError(
+            f"config.model.max_pool_ties={max_pool_ties!r}; expected one of {POOL_TIES}."
+        )
+    if fast_cpu_ops == "auto":
+        return Ops(fast_cpu=jax.default_backend() == "cpu", pool_ties=max_pool_ties)
+    return Ops(fast_cpu=fast_cpu_ops == "true", pool_ties=max_pool_ties)
 
 
 def symmetric_padding(kernel_size: int) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -86,15 +141,6 @@ def symmetric_padding(kernel_size: int) -> tuple[tuple[int, int], tuple[int, int
     """
     p = kernel_size // 2
     return ((p, p), (p, p))
-
-
-def max_pool_3x3_s2(x):
-    """PyTorch's `MaxPool2d(3, stride=2, padding=1)` on `[..., H, W, C]` with any batch axes.
-
-    The padding is -inf, as in PyTorch, and symmetric (not XLA's 'SAME'); the gradient follows
-    PyTorch's first-maximum rule (`max_pool.max_pool`).
-    """
-    return max_pool.max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)))
 
 
 def count_params(tree) -> int:

@@ -1,4 +1,4 @@
-"""Max-pooling with PyTorch's gradient rule, written so that XLA:CPU differentiates it quickly.
+"""Max-pooling with a chosen gradient rule for ties; on CPU written so that XLA differentiates it fast.
 
 `nn.max_pool`'s gradient compiles on XLA:CPU to a variadic reduce-window that carries one iota index
 array per axis, about 6x slower than the pool itself (`benchmarks/README.md`). Here the pool is the
@@ -6,9 +6,11 @@ maximum of the window's strided views of the padded input, with its own VJP: the
 the index of the winning view, and the backward pass sends each output's gradient to that one input
 with a select and a strided pad per view.
 
-The winner is the first maximum of its window in row-major order, which is PyTorch's rule. JAX's
-own rule for a maximum splits the gradient between tied inputs; ties are common where the pool
-follows a ReLU (zeros), so the choice shows in the parameter gradients.
+The winner is the first maximum of its window in row-major order, which is PyTorch's rule, and also
+what XLA's own pool gradient (select-and-scatter with a `>=` selector) does; `reduce_window_max_pool`
+is that op, for the platforms where XLA's pool is the fast one. `split_ties_max_pool` follows JAX's
+rule for a reduction's maximum instead: tied maxima share the gradient equally. Ties are common where
+the pool follows a ReLU (zeros), so the choice shows in the parameter gradients.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ import itertools
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 
 def max_pool(x, window, strides, padding=None):
-    """Max-pools `x` `[..., *spatial, C]` over its `len(window)` axes before the channel axis.
+    """Max-pools `x` `[..., *spatial, C]` over its `len(window)` axes before the channel axis; the
+    gradient goes to each window's first maximum (PyTorch's rule), by the CPU-fast custom VJP.
 
     Args:
       x: any leading batch axes, then the pooled axes, then channels.
@@ -30,9 +34,36 @@ def max_pool(x, window, strides, padding=None):
       padding: `(low, high)` per pooled axis, filled with -inf as in PyTorch; None for none.
         Windows that do not fit are dropped (PyTorch's floor mode, XLA's 'VALID').
     """
+    return _max_pool(x, *_normalized(window, strides, padding))
+
+
+def reduce_window_max_pool(x, window, strides, padding=None):
+    """`max_pool` as XLA's own reduce-window; its gradient (select-and-scatter, `>=` selector) also
+    goes to each window's first maximum. The fast form on GPU and TPU; the arguments as `max_pool`'s.
+    """
+    window, strides, padding = _normalized(window, strides, padding)
+    lead = x.ndim - 1 - len(window)
+    return lax.reduce_window(
+        x,
+        -jnp.inf,
+        lax.max,
+        (1,) * lead + window + (1,),
+        (1,) * lead + strides + (1,),
+        ((0, 0),) * lead + padding + ((0, 0),),
+    )
+
+
+def split_ties_max_pool(x, window, strides, padding=None):
+    """`max_pool` whose gradient is shared equally by a window's tied maxima (JAX's rule for the
+    maximum of a reduction); the arguments as `max_pool`'s."""
+    views = _views(x, *_normalized(window, strides, padding))[1]
+    return jnp.max(jnp.stack(views), axis=0)
+
+
+def _normalized(window, strides, padding):
     window, strides = tuple(window), tuple(strides)
     padding = tuple(map(tuple, padding)) if padding else ((0, 0),) * len(window)
-    return _max_pool(x, window, strides, padding)
+    return window, strides, padding
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))

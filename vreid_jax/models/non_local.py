@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from vreid_jax.models import layers, max_pool
+from vreid_jax.models import layers
 
 
 class NonLocalBlock(nn.Module):
@@ -31,6 +31,7 @@ class NonLocalBlock(nn.Module):
       dtype: compute dtype; the softmax itself always runs in float32.
       torch_default_init: theta/phi/g/W weights and biases as PyTorch's default Conv init (GLTR's
         code); otherwise kaiming fan_out weights and zero biases (AP3D).
+      ops: how the sub-sampling max-pool is computed (`layers.Ops`).
     """
 
     inner_dim: int | None = None
@@ -38,6 +39,7 @@ class NonLocalBlock(nn.Module):
     scale: bool = False
     dtype: jnp.dtype = jnp.float32
     torch_default_init: bool = False
+    ops: layers.Ops = layers.Ops()
 
     def _proj(self, features: int, fan_in: int, name: str) -> nn.Dense:
         # A 1x1(x1) conv is a Dense over the channel axis; the parameter shape is the squeezed kernel.
@@ -73,8 +75,8 @@ class NonLocalBlock(nn.Module):
             if mask is not None:
                 raise ValueError("NonLocalBlock: a key mask cannot be combined with pool_window.")
             window = tuple(self.pool_window)
-            phi = max_pool.max_pool(phi, window, strides=window)
-            g = max_pool.max_pool(g, window, strides=window)
+            phi = self.ops.max_pool(phi, window, strides=window)
+            g = self.ops.max_pool(g, window, strides=window)
         batch = x.shape[0]
         theta = theta.reshape(batch, -1, inner)
         phi = phi.reshape(batch, -1, inner)

@@ -100,7 +100,20 @@ def build_backbone(model_config: ml_collections.ConfigDict, *, video: bool) -> r
         width=model_config.width,
         last_stride=model_config.last_stride,
         dtype=layers.compute_dtype(model_config.dtype),
+        ops=ops_for(model_config),
         **kwargs,
+    )
+
+
+# config.model keys that choose how the model computes, not what it is: no parameter depends on them.
+HOW_TO_COMPUTE = ("fast_cpu_ops", "max_pool_ties")
+
+
+def ops_for(model_config: ml_collections.ConfigDict) -> layers.Ops:
+    """How this platform computes convs and max-pools (`config.model.fast_cpu_ops`,
+    `max_pool_ties`); configs recorded before these keys existed get the defaults."""
+    return layers.ops_for(
+        model_config.get("fast_cpu_ops", "auto"), model_config.get("max_pool_ties", "first")
     )
 
 

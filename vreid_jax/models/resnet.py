@@ -73,13 +73,14 @@ class _Block(nn.Module):
     temporal_padding: str = "zeros"
     temporal_init: str = "inflate"
     dtype: jnp.dtype = jnp.float32
+    ops: layers.Ops = layers.Ops()
 
     def norm(self, train: bool, name: str) -> layers.BatchNorm:
         return layers.batch_norm(train, self.dtype, name)
 
     def spatial_conv(self, x, name: str):
         """The block's strided 3x3 conv `name`, then its temporal conv `{name}_temporal` if any."""
-        y = layers.conv(
+        y = self.ops.conv(
             self.width,
             (3, 3),
             strides=self.strides,
@@ -95,13 +96,14 @@ class _Block(nn.Module):
             padding=self.temporal_padding,
             init=self.temporal_init,
             dtype=self.dtype,
+            ops=self.ops,
             name=f"{name}_temporal",
         )
 
     def add_shortcut(self, x, y, train: bool):
         """relu(shortcut(x) + y); torchvision projects exactly when the stride or channels change."""
         if self.strides != 1 or x.shape[-1] != y.shape[-1]:
-            x = layers.conv(
+            x = self.ops.conv(
                 y.shape[-1], (1, 1), strides=self.strides, dtype=self.dtype, name="downsample_conv"
             )(x)
             x = self.norm(train, "downsample_bn")(x)
@@ -114,7 +116,7 @@ class BasicBlock(_Block):
     @nn.compact
     def __call__(self, x, train: bool):
         y = nn.relu(self.norm(train, "bn1")(self.spatial_conv(x, "conv1")))
-        y = layers.conv(
+        y = self.ops.conv(
             self.width, (3, 3), padding=layers.symmetric_padding(3), dtype=self.dtype, name="conv2"
         )(y)
         return self.add_shortcut(x, self.norm(train, "bn2")(y), train)
@@ -125,10 +127,10 @@ class Bottleneck(_Block):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        y = layers.conv(self.width, (1, 1), dtype=self.dtype, name="conv1")(x)
+        y = self.ops.conv(self.width, (1, 1), dtype=self.dtype, name="conv1")(x)
         y = nn.relu(self.norm(train, "bn1")(y))
         y = nn.relu(self.norm(train, "bn2")(self.spatial_conv(y, "conv2")))
-        y = layers.conv(
+        y = self.ops.conv(
             self.width * EXPANSION["bottleneck"], (1, 1), dtype=self.dtype, name="conv3"
         )(y)
         return self.add_shortcut(x, self.norm(train, "bn3")(y), train)
@@ -152,6 +154,7 @@ class ResNet(nn.Module):
       nonlocal_blocks: per stage, the 0-based blocks followed by a non-local block (clip input).
       nonlocal_scale: see `non_local.NonLocalBlock.scale`.
       dtype: compute dtype; parameters stay float32.
+      ops: how convs and max-pools are computed (`layers.Ops`).
     """
 
     stage_sizes: Sequence[int]
@@ -165,6 +168,7 @@ class ResNet(nn.Module):
     nonlocal_blocks: Sequence[Sequence[int]] = ((), (), (), ())
     nonlocal_scale: bool = False
     dtype: jnp.dtype = jnp.float32
+    ops: layers.Ops = layers.Ops()
 
     @property
     def out_features(self) -> int:
@@ -174,7 +178,7 @@ class ResNet(nn.Module):
     def __call__(self, x, train: bool):
         """`x`: `[..., H, W, 3]` (frames or clips). Returns `[..., H/16 or H/32, W/.., C]`."""
         x = x.astype(self.dtype)
-        x = layers.conv(
+        x = self.ops.conv(
             self.width,
             (7, 7),
             strides=2,
@@ -183,7 +187,7 @@ class ResNet(nn.Module):
             name="conv1",
         )(x)
         x = nn.relu(layers.batch_norm(train, self.dtype, "bn1")(x))
-        x = layers.max_pool_3x3_s2(x)
+        x = self.ops.max_pool_3x3_s2(x)
         last = len(self.stage_sizes) - 1
         for i, num_blocks in enumerate(self.stage_sizes):
             for j in range(num_blocks):
@@ -195,6 +199,7 @@ class ResNet(nn.Module):
                     temporal_padding=self.temporal_padding,
                     temporal_init=self.temporal_init,
                     dtype=self.dtype,
+                    ops=self.ops,
                     name=f"layer{i + 1}_{j}",
                 )(x, train)
                 if j in self.nonlocal_blocks[i]:
@@ -202,6 +207,7 @@ class ResNet(nn.Module):
                         pool_window=(1, 2, 2),
                         scale=self.nonlocal_scale,
                         dtype=self.dtype,
+                        ops=self.ops,
                         name=f"layer{i + 1}_{j}_nonlocal",
                     )(x, train)
         return x

@@ -29,7 +29,16 @@ def identity_taps(kernel_size: int, channels: int, mode: str) -> jnp.ndarray:
     return (taps[:, None, None] * eye)[:, None, None]
 
 
-def temporal_conv(x, *, kernel_size: int, padding: str, init: str, dtype, name: str):
+def temporal_conv(
+    x,
+    *,
+    kernel_size: int,
+    padding: str,
+    init: str,
+    dtype,
+    name: str,
+    ops: layers.Ops,
+):
     """Applies a bias-free `t x 1 x 1` conv (stride 1, length preserving) to `x` `[B, T, H, W, C]`.
 
     Must be called inside a compact method: it creates the `nn.Conv` named `name` in the caller.
@@ -45,7 +54,7 @@ def temporal_conv(x, *, kernel_size: int, padding: str, init: str, dtype, name: 
     else:
         pads = ((half, half), (0, 0), (0, 0))
     channels = x.shape[-1]
-    return layers.conv(
+    return ops.conv(
         channels,
         (kernel_size, 1, 1),
         padding=pads,
