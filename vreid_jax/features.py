@@ -13,6 +13,7 @@ of memory. Batches arrive as uint8 pixels and are normalised inside the compiled
 
 from __future__ import annotations
 
+import collections
 import functools
 
 import jax
@@ -162,6 +163,9 @@ def bucket_length(length: int, buckets) -> int:
 
 # ----------------------------------------------------------------------------- helpers
 
+# Evaluation batches dispatched ahead of the one being brought back to the host.
+_IN_FLIGHT = 2
+
 
 def _jit(fn, mesh, num_batched: int):
     """`fn(variables, *batched)` jitted with replicated variables and batch-sharded arrays."""
@@ -188,17 +192,35 @@ def _gather(x):
 
 def _run_batches(fn, batches, num_batches: int, mesh, array_keys: tuple[str, ...], progress=None):
     """Runs `fn(*arrays)` over batches sharded on 'data'; returns gathered host outputs and the
-    gathered non-array fields (tracklet ids, masks, positions) of every batch, concatenated."""
+    gathered non-array fields (tracklet ids, masks, positions) of every batch, concatenated.
+
+    The device is kept busy: batch i + 1 is read, transferred and dispatched before batch i's
+    output is brought back (`_IN_FLIGHT` batches at a time), so reading, transfers and compute
+    overlap instead of taking turns.
+    """
     outputs, fields = [], {}
     advance = progress(num_batches) if progress else lambda: None
-    for _ in range(num_batches):
-        batch = next(batches)
-        arrays = parallel.host_to_global({k: batch[k] for k in array_keys}, mesh)
-        outputs.append(_gather(fn(*(arrays[k] for k in array_keys))))
+    in_flight = collections.deque()
+
+    def collect_oldest():
+        output, batch = in_flight.popleft()
+        outputs.append(_gather(output))
         for key, value in batch.items():
             if key not in array_keys:
                 fields.setdefault(key, []).append(_gather(value))
         advance()
+
+    for _ in range(num_batches):
+        batch = next(batches)
+        arrays = parallel.host_to_global({k: batch[k] for k in array_keys}, mesh)
+        output = fn(*(arrays[k] for k in array_keys))
+        if jax.process_count() == 1:
+            output.copy_to_host_async()  # The copy back starts as soon as the result is ready.
+        in_flight.append((output, batch))
+        if len(in_flight) > _IN_FLIGHT:
+            collect_oldest()
+    while in_flight:
+        collect_oldest()
     return np.concatenate(outputs), {k: np.concatenate(v) for k, v in fields.items()}
 
 
