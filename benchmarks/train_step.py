@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pathlib
 import statistics
 import time
 
@@ -56,8 +57,10 @@ def measure(config, *, num_classes: int, num_devices: int, steps: int, warmup: i
         },
         mesh,
     )
-    cost = step_fn.lower(state, batch).cost_analysis()
+    compiled = step_fn.lower(state, batch).compile()
+    cost = compiled.cost_analysis()
     flops = float((cost[0] if isinstance(cost, list | tuple) else cost)["flops"])
+    memory = compiled.memory_analysis()
 
     start = time.perf_counter()
     state, metrics = step_fn(state, batch)
@@ -74,6 +77,7 @@ def measure(config, *, num_classes: int, num_devices: int, steps: int, warmup: i
         times.append(time.perf_counter() - start)
     step_s = statistics.median(times)
     return {
+        **peak_memory(memory),
         "batch_clips": batch_size,
         "clip": list(shape[1:]),
         "num_devices": num_devices,
@@ -88,6 +92,35 @@ def measure(config, *, num_classes: int, num_devices: int, steps: int, warmup: i
         "first_step_s": round(first_step_s, 2),  # Compilation included.
         "compilations": step_fn._cache_size(),
         "final_loss": float(metrics["loss"]),
+    }
+
+
+def peak_memory(memory) -> dict:
+    """The step's memory per device: XLA's compile-time figure (arguments + outputs - aliased +
+    temporaries) and the measured peak, the device's own counter on GPU/TPU, the process's peak
+    resident memory on a CPU (which includes the Python process itself)."""
+    import resource  # noqa: PLC0415
+
+    import jax  # noqa: PLC0415
+
+    compiled_bytes = None
+    if memory is not None:
+        compiled_bytes = (
+            memory.argument_size_in_bytes
+            + memory.output_size_in_bytes
+            - memory.alias_size_in_bytes
+            + memory.temp_size_in_bytes
+        )
+    stats = jax.devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        measured, source = stats["peak_bytes_in_use"], "device peak_bytes_in_use"
+    else:
+        measured = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        source = "process peak RSS (host)"
+    return {
+        "compiled_memory_bytes": compiled_bytes,
+        "peak_memory_bytes": measured,
+        "peak_memory_source": source,
     }
 
 
@@ -118,9 +151,10 @@ def efficiency(record: dict, dtype: str) -> dict:
     }
 
 
-def input_comparison(record: dict) -> dict | None:
-    """Input-pipeline cores needed to feed this step, from benchmarks/results/input_pipeline.json."""
-    path = common.RESULTS / "input_pipeline.json"
+def input_comparison(record: dict, path: str = "") -> dict | None:
+    """Input-pipeline cores needed to feed this step, from `path` (default:
+    benchmarks/results/input_pipeline.json)."""
+    path = pathlib.Path(path) if path else common.RESULTS / "input_pipeline.json"
     if not path.exists():
         return None
     pipeline = json.loads(path.read_text())
@@ -164,6 +198,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="Timed steps.")
     parser.add_argument("--warmup", type=int, default=1, help="Untimed steps after the first.")
     parser.add_argument("--out", default="", help="Result JSON (default: results/train_step.json).")
+    parser.add_argument(
+        "--input_result", default="", help="input_pipeline.py's result (default: results/...)."
+    )
     args = parser.parse_args()
 
     config = build_config(args, args.batch)
@@ -175,7 +212,7 @@ def main() -> None:
         warmup=args.warmup,
     )
     record.update(efficiency(record, args.dtype))
-    record["input_pipeline"] = input_comparison(record)
+    record["input_pipeline"] = input_comparison(record, args.input_result)
     record.update(model=args.model, dtype=args.dtype, machine=common.machine())
     if args.stage_sizes or args.width_channels != 64:
         record["model_size"] = {"stage_sizes": args.stage_sizes, "width": args.width_channels}
@@ -192,6 +229,7 @@ def main() -> None:
         f"clips/s ({record['frames_per_s']:.1f} frames/s), {record['flops_per_clip'] / 1e9:.1f} "
         f"GFLOPs/clip, {record['achieved_flops_per_s'] / 1e9:.1f} GFLOP/s achieved"
         + (f", MFU {100 * mfu:.1f}% ({record['peak_source']})" if mfu is not None else "")
+        + f", peak memory {record['peak_memory_bytes'] / 2**30:.2f} GiB ({record['peak_memory_source']})"
         + (f"; input pipeline needs {feed['input_cores_needed']} cores" if feed else "")
         + f" -> {written}"
     )
