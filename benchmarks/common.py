@@ -1,10 +1,7 @@
 """Helpers shared by the benchmark scripts: machine description, peak FLOP/s, configs, results.
 
-Peak FLOP/s per device kind are the vendors' dense figures. For float32 on NVIDIA GPUs the peak is
-the TF32 tensor-core rate, because XLA runs float32 convolutions and matmuls on TF32 tensor cores
-at JAX's default precision; on TPUs float32 runs as bfloat16 passes at the default precision. A CPU
-has no table entry: its peak is estimated from the core count, the clock in /proc/cpuinfo and the
-FLOPs per cycle of the vector units (see `cpu_peak_flops`), and the record says it is an estimate.
+The peak FLOP/s table and the CPU estimate live in `vreid_jax.hardware` (the preflight uses them
+too); they are re-exported here under their old names.
 """
 
 from __future__ import annotations
@@ -13,74 +10,20 @@ import importlib.util
 import json
 import os
 import pathlib
-import platform
 
 import data_prep  # noqa: F401  (quiets TensorFlow's start-up log: every benchmark imports us first)
 from vreid_jax import files
+from vreid_jax.hardware import (  # noqa: F401  (re-exported for the scripts)
+    CPU_FP32_FLOPS_PER_CYCLE,
+    PEAK_FLOPS,
+    cpu_flags,
+    cpu_name,
+    cpu_peak_flops,
+    peak_flops,
+)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
-
-# (substring of jax's `device_kind`, dense peak FLOP/s per device in bfloat16, in float32).
-PEAK_FLOPS = (
-    ("H100 PCIe", 756e12, 378e12),
-    ("H100", 989e12, 495e12),  # SXM (device kind "NVIDIA H100 80GB HBM3").
-    ("H200", 989e12, 495e12),
-    ("A100", 312e12, 156e12),
-    ("L4", 121e12, 60e12),
-    ("TPU v4", 275e12, 275e12),
-    ("TPU v5 lite", 197e12, 197e12),
-    ("TPU v5p", 459e12, 459e12),
-    ("TPU v6 lite", 918e12, 918e12),
-)
-
-# A CPU core's float32 FLOPs per cycle: 2 FMA pipes x 8 float32 lanes (256-bit datapaths; Zen 4
-# executes AVX-512 in two halves) x 2 FLOPs per FMA. AVX512-BF16 dot products double the rate.
-CPU_FP32_FLOPS_PER_CYCLE = 32
-
-
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo, else what `platform` knows."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-    except OSError:
-        names = []
-    return names[0] if names else platform.processor() or platform.machine()
-
-
-def cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def cpu_peak_flops(cores: int, dtype: str) -> float | None:
-    """Estimated peak FLOP/s of `cores` cores (None when the clock is unknown)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            mhz = [float(line.split(":", 1)[1]) for line in f if line.startswith("cpu MHz")]
-    except OSError:
-        mhz = []
-    if not mhz:
-        return None
-    per_cycle = CPU_FP32_FLOPS_PER_CYCLE
-    if dtype == "bfloat16" and "avx512_bf16" in cpu_flags():
-        per_cycle *= 2
-    return cores * max(mhz) * 1e6 * per_cycle
-
-
-def peak_flops(device_kind: str, dtype: str) -> float | None:
-    """Dense peak FLOP/s of one accelerator of `device_kind` in `dtype`; None if not in the table."""
-    for key, bf16, fp32 in PEAK_FLOPS:
-        if key.lower() in device_kind.lower():
-            return bf16 if dtype == "bfloat16" else fp32
-    return None
 
 
 def machine() -> dict:

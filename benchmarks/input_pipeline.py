@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import common  # benchmarks/common.py (this folder is on sys.path when run as a script)
 
@@ -26,21 +25,6 @@ def _cycle(make_iterator):
     """Batches of a finite evaluation pipeline, restarted whenever it ends."""
     while True:
         yield from make_iterator()
-
-
-def _rate(iterator, items_per_batch: int, seconds: float, warmup: int = 2) -> tuple[float, float]:
-    """(items per wall-clock second, items per CPU second of this process).
-
-    Items per CPU second is the per-core throughput, and it holds on a machine shared with other
-    work, where the wall-clock rate drops while other processes hold the core.
-    """
-    for _ in range(warmup):
-        next(iterator)
-    count, start, cpu_start = 0, time.perf_counter(), time.process_time()
-    while time.perf_counter() - start < seconds:
-        next(iterator)
-        count += items_per_batch
-    return count / (time.perf_counter() - start), count / (time.process_time() - cpu_start)
 
 
 def main() -> None:
@@ -56,25 +40,25 @@ def main() -> None:
     import numpy as np  # noqa: PLC0415
     import tensorflow as tf  # noqa: PLC0415
 
-    from vreid_jax.data import fake, pipeline  # noqa: PLC0415
+    from vreid_jax.data import fake, pipeline, throughput  # noqa: PLC0415
 
     tf.config.set_visible_devices([], "GPU")
     cfg = common.default_config().input
     cfg.update(num_ids_per_batch=8, num_instances=4, threadpool_size=len(cores), prefetch=2)
-    train = fake.make_index([4] * 32, 96, height=256, width=128, content="textured", fmt="JPEG")
+    train = throughput.train_index(32, 256, 128, "jpeg")
     test = fake.make_index(
         [2] * 64, 96, height=256, width=128, content="textured", fmt="JPEG", train=False
     )
     frame_bytes = train.nbytes / train.num_frames
 
     clips_per_batch = cfg.num_ids_per_batch * cfg.num_instances
-    train_rate, train_cpu = _rate(
+    train_rate, train_cpu = throughput.rate(
         pipeline.train_batches(train, cfg, seed=0, start_step=0), clips_per_batch, args.seconds
     )
     frames = _cycle(lambda: pipeline.eval_frame_batches(test, cfg, batch_size=256)[0])
-    frame_rate, frame_cpu = _rate(frames, 256, args.seconds)
+    frame_rate, frame_cpu = throughput.rate(frames, 256, args.seconds)
     clips = _cycle(lambda: pipeline.eval_clip_batches(test, cfg, clip_len=8, batch_size=32)[0])
-    clip_frame_rate, clip_frame_cpu = _rate(clips, 32 * 8, args.seconds)
+    clip_frame_rate, clip_frame_cpu = throughput.rate(clips, 32 * 8, args.seconds)
 
     result = {
         "benchmark": "input_pipeline",

@@ -18,7 +18,11 @@ def get_config(arg=None):
     config = ml_collections.ConfigDict()
 
     # What to run: 'train_and_eval' (train, evaluating periodically and at the end), 'train' (no
-    # evaluation), or 'eval' (evaluate a checkpoint without training).
+    # evaluation), 'eval' (evaluate a checkpoint without training), or 'preflight' (compile the
+    # full-size train step and evaluation functions on the devices present, time a few steps on
+    # random data and the input pipeline on synthetic frames; report per-device memory against
+    # capacity, FLOPs, predicted step time and MFU and a verdict with the changes to make, in
+    # workdir/preflight.json; reads no dataset, trains nothing; see config.preflight).
     config.mode = "train_and_eval"
     # Seeds every random stream: parameter init, dropout, data order, augmentation, synthetic data.
     config.seed = 0
@@ -199,6 +203,13 @@ def get_config(arg=None):
     config.eval.splits = ()
     # mode=eval: which checkpoint: 'latest', 'best' or a path to a checkpoint step folder.
     config.eval.checkpoint = "latest"
+
+    # ---------------------------------------------------------------- preflight (mode=preflight)
+    config.preflight = ml_collections.ConfigDict()
+    # Train steps timed on random data after one warm-up step (the median is the prediction).
+    config.preflight.timed_steps = 3
+    # Seconds the input pipeline is timed for, on synthetic frames at the configured size.
+    config.preflight.input_seconds = 5.0
 
     # ---------------------------------------------------------------- devices and hosts
     config.mesh = ml_collections.ConfigDict()

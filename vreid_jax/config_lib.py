@@ -12,7 +12,7 @@ from data_prep import names
 from vreid_jax.errors import UserError
 
 # What `config.mode` can ask for (see configs/default.py).
-MODES = ("train_and_eval", "train", "eval")
+MODES = ("train_and_eval", "train", "eval", "preflight")
 # Config keys whose value must be a positive multiple of something or a sentinel; checked before any
 # compile so that a bad value fails in milliseconds, not after minutes of tracing.
 _POSITIVE_INT_KEYS = (
@@ -26,6 +26,7 @@ _POSITIVE_INT_KEYS = (
     "input.clip_len",
     "eval.batch_size",
     "eval.frame_batch_size",
+    "preflight.timed_steps",
 )
 
 
@@ -91,6 +92,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
         value = (config[section] if section else config)[leaf]
         if value <= 0:
             raise UserError(f"config.{key} must be positive, got {value}.")
+    if not config.preflight.input_seconds > 0:
+        raise UserError(
+            f"config.preflight.input_seconds must be positive, got {config.preflight.input_seconds}."
+        )
     if config.data.name not in names.NAMES:
         raise UserError(f"config.data.name={config.data.name!r}; expected one of {names.NAMES}.")
     if not config.eval.checkpoint:

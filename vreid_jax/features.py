@@ -56,6 +56,14 @@ class ClipAverage:
         self._clips = _jit(functools.partial(clip_features, model), mesh, num_batched=1)
         self._batch = _process_batch(config.eval.batch_size, mesh, "config.eval.batch_size")
 
+    def lowered(self, variables) -> dict:
+        """`{name: jax.stages.Lowered}`: the compiled function of an evaluation, lowered at its
+        global input shape for `variables` (arrays or `ShapeDtypeStruct`s); for sizing it
+        (`vreid_jax.preflight`) without running it."""
+        cfg = self.config.input
+        shape = (self.config.eval.batch_size, cfg.clip_len, cfg.height, cfg.width, 3)
+        return {"clip_features": self._clips.lower(variables, _batched(shape, "uint8", self.mesh))}
+
     def __call__(self, variables, index, *, any_frame_size=False, progress=None) -> np.ndarray:
         """Features [num_tracklets, D] of every tracklet in `index`, in index order.
 
@@ -92,6 +100,26 @@ class FrameSequence:
         self._batch = _process_batch(
             config.eval.frame_batch_size, mesh, "config.eval.frame_batch_size"
         )
+
+    def lowered(self, variables) -> dict:
+        """`{name: jax.stages.Lowered}` as `ClipAverage.lowered`: the frame encoder at
+        `config.eval.frame_batch_size` frames and the temporal head at the largest length bucket
+        (one tracklet per device), its largest input."""
+        cfg = self.config.input
+        frames = _batched(
+            (self.config.eval.frame_batch_size, cfg.height, cfg.width, 3), "uint8", self.mesh
+        )
+        feature_dim = jax.eval_shape(self._encode, variables, frames).shape[-1]
+        length = max(self.config.eval.length_buckets)
+        rows = self.mesh.devices.size
+        return {
+            "frame_features": self._encode.lower(variables, frames),
+            "sequence_features": self._head.lower(
+                variables,
+                _batched((rows, length, feature_dim), "float32", self.mesh),
+                _batched((rows, length), "bool", self.mesh),
+            ),
+        }
 
     def __call__(self, variables, index, *, any_frame_size=False, progress=None) -> np.ndarray:
         """Features [num_tracklets, D] of every tracklet in `index`, in index order; the keyword
@@ -175,6 +203,11 @@ def _jit(fn, mesh, num_batched: int):
         in_shardings=(parallel.replicated(mesh),) + (data,) * num_batched,
         out_shardings=data,
     )
+
+
+def _batched(shape, dtype, mesh) -> jax.ShapeDtypeStruct:
+    """A global array of `shape` split over 'data' by its first axis, abstractly."""
+    return jax.ShapeDtypeStruct(shape, np.dtype(dtype), sharding=parallel.data_sharding(mesh))
 
 
 def _process_batch(global_batch: int, mesh, what: str) -> int:

@@ -1,6 +1,7 @@
 """Dispatch on `config.mode`: what the command line and notebooks run.
 
-`run(config, workdir)` trains and/or evaluates; for the 10-split datasets (iLIDS-VID, PRID-2011) with
+`run(config, workdir)` trains and/or evaluates (or, with mode=preflight, sizes and times the
+configured run without training: `vreid_jax.preflight`); for the 10-split datasets (iLIDS-VID, PRID-2011) with
 `config.eval.splits` set, it runs each split in `workdir/split_N` and reports the mean over splits.
 """
 
@@ -25,6 +26,7 @@ from vreid_jax import (
     files,
     models,
     parallel,
+    preflight,
     reports,
     train,
     trained,
@@ -48,6 +50,8 @@ def run(config, workdir: str):
     try:
         with _workdir_lock(workdir):
             _record_start(config, workdir)
+            if config.mode == "preflight":  # A split changes no shape: no per-split runs.
+                return preflight.run(config, workdir)
             if config.eval.splits:
                 return _run_splits(config, workdir)
             if config.mode == "eval":

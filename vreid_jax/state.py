@@ -57,14 +57,29 @@ def create_train_state(
     variables_fn = lambda: init_variables(model, init_input, seed)
     from_variables = lambda variables: _state_from_variables(variables, tx)
     init_state = lambda: from_variables(variables_fn())
-    abstract = jax.eval_shape(init_state)
-    shardings = jax.tree.map(lambda _: parallel.replicated(mesh), abstract)
+    _, shardings = abstract_train_state(model, tx, init_input, mesh=mesh)
     if overlay is None:
         state = jax.jit(init_state, out_shardings=shardings)()
     else:
         variables = overlay(jax.device_get(jax.jit(variables_fn)()))
         state = jax.jit(from_variables, out_shardings=shardings)(variables)
     return state, shardings
+
+
+def abstract_train_state(model, tx: optax.GradientTransformation, init_input, *, mesh):
+    """`(abstract state, state shardings)`: the shapes, dtypes and (replicated) shardings of the
+    state `create_train_state` makes, traced with `jax.eval_shape`; nothing is computed.
+
+    What a step is lowered and compiled against without materialising the state (the preflight).
+    """
+    abstract = jax.eval_shape(
+        lambda: _state_from_variables(init_variables(model, init_input, 0), tx)
+    )
+    shardings = jax.tree.map(lambda _: parallel.replicated(mesh), abstract)
+    typed = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings
+    )
+    return typed, shardings
 
 
 def abstract_variables(model, init_input, mesh: jax.sharding.Mesh) -> dict:

@@ -145,8 +145,9 @@ def build(config, data, mesh, *, overlay_pretrained: bool = True):
     random initialisation with the file's ResNet weights overlaid on the backbone
     (`pretrained.load_into`).
     """
-    model = models.build_model(config.model, data.num_classes)
-    tx, lr_fn = optim.create_optimizer(config, pipeline.steps_per_epoch(data.train, config.input))
+    model, tx, lr_fn = model_and_optimizer(
+        config, data.num_classes, pipeline.steps_per_epoch(data.train, config.input)
+    )
     overlay = None
     if config.model.pretrained and overlay_pretrained:
         overlay = lambda variables: pretrained.load_into(
@@ -156,6 +157,14 @@ def build(config, data, mesh, *, overlay_pretrained: bool = True):
         model, tx, state_lib.init_clips(config.input), seed=config.seed, mesh=mesh, overlay=overlay
     )
     return model, tx, lr_fn, state, shardings
+
+
+def model_and_optimizer(config, num_classes: int, steps_per_epoch: int):
+    """`(model, tx, lr_fn)`: the configured model for `num_classes` identities and its optimizer
+    with the learning-rate schedule over `steps_per_epoch`-step epochs."""
+    model = models.build_model(config.model, num_classes)
+    tx, lr_fn = optim.create_optimizer(config, steps_per_epoch)
+    return model, tx, lr_fn
 
 
 def restore_or_keep(ckpt, state, shardings, expected_meta: dict):
