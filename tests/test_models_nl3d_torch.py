@@ -5,7 +5,8 @@ that benchmark compare the same model. Tiny trunk (one block per stage, width 8;
 non-local positions clip to res3 block 0 and res4 block 0, temporal convs in every block), 64x32
 frames, 4 frames per clip, same random weights and BN statistics on both sides, dropout 0. Eval mode
 against PyTorch in float32 (what the benchmark compares); train mode (loss of `vreid_jax.losses`,
-gradients, running statistics) against PyTorch in float64. Skipped when torch is not installed (it is the optional `torch` extra).
+gradients, running statistics) against PyTorch in float64. Skipped when torch is not installed (it
+is the optional `torch` extra).
 """
 
 import jax
