@@ -39,8 +39,12 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gzip
+import json
 import os
 import pathlib
+import re
+import shutil
 import sys
 import time
 
@@ -297,7 +301,104 @@ def components(args, config, module, net, jax_parts, torch_parts, variables):
     }
 
 
-def profile(args, jax_step, torch_step, blocks: dict, cores, directory: str) -> dict:
+_HLO_LINE = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = .*?(?:op_name=\"([^\"]*)\")?[^\"]*$")
+
+
+def _jax_part(op_name: str) -> str:
+    """Which part of the train step an HLO op of it belongs to, from its op_name (jax's name stack)."""
+    if not op_name:  # XLA's rewrites drop it, e.g. a strided conv's weight gradient.
+        return "no metadata (XLA-rewritten ops, e.g. strided-conv weight gradients)"
+    direction = "backward" if "transpose(jvp(" in op_name else "forward"
+    if "jvp(" not in op_name:
+        return "optimizer, loss and other"  # Adam's update and what is outside the model.
+    if "nonlocal" in op_name:
+        return f"non-local blocks {direction}"
+    if "/backbone/" in op_name or "/frame_proj/" in op_name:
+        return f"trunk {direction}"
+    if "temporal_head" in op_name or "/dtp/" in op_name or "/tsa/" in op_name:
+        return f"temporal head (DTP, TSA) {direction}"
+    if "/head/" in op_name or ".head" in op_name:
+        return f"classifier head {direction}"
+    return f"loss and glue {direction}"
+
+
+def jax_trace_breakdown(trace_dir: pathlib.Path, hlo_text: str, steps: int) -> dict:
+    """Seconds per step of the JAX trace's XLA thunks, by part of the step (`_jax_part`) and by op
+    kind: 'conv/matmul' (YNNPACK/oneDNN fusions, convolutions, dots) or 'other' (elementwise and
+    reduction fusions: BN, ReLU, Adam; copies, transposes). Thunks may overlap in time, so these
+    are thunk-seconds; `coverage` is the share of thunk time whose HLO instruction was found."""
+    ops, calls, computation_names = {}, {}, {}
+    computation = None
+    for line in hlo_text.splitlines():
+        header = re.match(r"^(?:ENTRY )?%([\w.\-]+) .*\{$", line)
+        if header:
+            computation = "ENTRY" if line.startswith("ENTRY") else header.group(1)
+            continue
+        match = _HLO_LINE.match(line)
+        if not match:
+            continue
+        if computation == "ENTRY":
+            ops[match.group(1)] = match.group(2) or ""
+            called = re.search(r"calls=%([\w.\-]+)", line)
+            if called:
+                calls[match.group(1)] = called.group(1)
+        elif match.group(2):
+            computation_names.setdefault(computation, match.group(2))
+    for name, op_name in ops.items():  # A fusion without metadata: its body's first op_name.
+        if not op_name and name in calls:
+            ops[name] = computation_names.get(calls[name], "")
+    (trace,) = trace_dir.glob("plugins/profile/*/*.trace.json.gz")
+    with gzip.open(trace) as f:
+        events = json.load(f)["traceEvents"]
+    table, found, total = {}, 0.0, 0.0
+    for event in events:
+        name = event.get("name", "")
+        if event.get("ph") != "X" or not re.fullmatch(r"[\w\-]+\.\d+|[\w\-]+", name):
+            continue
+        if name not in ops:
+            if "fusion" in name or name.startswith(("convolution", "dot", "copy")):
+                total += event["dur"]
+            continue
+        seconds = event["dur"] / 1e6 / steps
+        kind = (
+            "conv/matmul"
+            if name.startswith(("ynn_fusion", "onednn", "convolution", "dot", "custom-call"))
+            else "other"
+        )
+        row = table.setdefault(_jax_part(ops[name]), {"conv/matmul": 0.0, "other": 0.0})
+        row[kind] += seconds
+        found += event["dur"]
+        total += event["dur"]
+    table = {k: {kind: round(s, 4) for kind, s in v.items()} for k, v in sorted(table.items())}
+    return {"thunk_seconds_per_step": table, "coverage": round(found / total, 3) if total else 0}
+
+
+_TORCH_CONV = ("aten::convolution_backward", "aten::mkldnn_convolution", "aten::mm", "aten::addmm")
+_TORCH_CONV += ("aten::bmm", "aten::_convolution", "aten::conv")
+
+
+def torch_profile_breakdown(prof, steps: int) -> dict:
+    """Seconds per step of torch's profile by kind of op (self CPU time): conv/matmul, batch norm,
+    the optimizer's step (its whole CPU time) and everything else."""
+    rows = {"conv/matmul": 0.0, "batch norm": 0.0, "other": 0.0}
+    optimizer = 0.0
+    for event in prof.key_averages():
+        if event.key.startswith("Optimizer.step"):
+            optimizer += event.cpu_time_total
+        elif event.key.startswith("aten::"):
+            kind = "other"
+            if event.key.startswith(_TORCH_CONV):
+                kind = "conv/matmul"
+            elif "batch_norm" in event.key:
+                kind = "batch norm"
+            rows[kind] += event.self_cpu_time_total
+    # The optimizer's aten ops (add_, mul_, lerp_, sqrt, addcdiv_, ...) are in `other`.
+    rows["other"] = max(0.0, rows["other"] - optimizer)
+    rows["optimizer step (whole)"] = optimizer
+    return {k: round(v / 1e6 / steps, 4) for k, v in rows.items()}
+
+
+def profile(args, jax_step, torch_step, blocks: dict, cores, directory: str, hlo_text) -> dict:
     """Per-component times (JAX and torch alternating) and the two profilers' traces."""
     import jax  # noqa: PLC0415
     import torch  # noqa: PLC0415
@@ -314,6 +415,7 @@ def profile(args, jax_step, torch_step, blocks: dict, cores, directory: str) -> 
     fns["jax/train_step"], fns["torch/train_step"] = jax_step, torch_step
     run = common.alternate(fns, args.rounds, args.steps, cores, args.pause, args.max_foreign)
     medians = {name: common.summarise(run, name)["median"] for name in fns}
+    shutil.rmtree(out / "jax_trace", ignore_errors=True)
     with jax.profiler.trace(str(out / "jax_trace")):
         for _ in range(2):
             jax_step()
@@ -324,6 +426,12 @@ def profile(args, jax_step, torch_step, blocks: dict, cores, directory: str) -> 
         prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=40)
     )
     prof.export_chrome_trace(str(out / "torch_trace.json"))
+    by_op = {
+        "jax": jax_trace_breakdown(out / "jax_trace", hlo_text(), steps=2),
+        "torch": torch_profile_breakdown(prof, steps=2),
+    }
+    print(f"JAX thunk-seconds per step by part of the step: {by_op['jax']}")
+    print(f"torch seconds per step by kind of op: {by_op['torch']}")
     table = {}
     for name in [*blocks, "train_step"]:
         jax_s, torch_s = medians[f"jax/{name}"], medians.get(f"torch/{name}")
@@ -339,6 +447,7 @@ def profile(args, jax_step, torch_step, blocks: dict, cores, directory: str) -> 
         print(f"{name:44s} {row['jax_s']:8.4f} {torch_s:>8s} {ratio:>9s}")
     return {
         "components": table,
+        "by_op": by_op,
         "foreign_share_per_round": run["foreign_share_per_round"],
         "kept_rounds": run["kept_rounds"],
         "traces": str(out),
@@ -440,7 +549,9 @@ def main() -> None:
     profiled = None
     if args.profile:
         parts = components(args, config, module, net, jax_parts, torch_parts, variables)
-        profiled = profile(args, jax_step, torch_step, parts, cores, args.profile)
+        _, state, batch = jax_parts
+        hlo = lambda: compiled["train_step"].lower(state[0], batch).compile().as_text()  # noqa: E731
+        profiled = profile(args, jax_step, torch_step, parts, cores, args.profile, hlo)
     frames_per_batch = args.batch * args.clip_len
     for mode in ("train", "eval"):
         if f"jax/{mode}" not in blocks:
