@@ -426,8 +426,10 @@ def profile(args, jax_step, torch_step, blocks: dict, cores, directory: str, hlo
         prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=40)
     )
     prof.export_chrome_trace(str(out / "torch_trace.json"))
+    hlo = hlo_text()
+    (out / "jax_train_step_hlo.txt").write_text(hlo)  # Thunk names -> ops, for the trace.
     by_op = {
-        "jax": jax_trace_breakdown(out / "jax_trace", hlo_text(), steps=2),
+        "jax": jax_trace_breakdown(out / "jax_trace", hlo, steps=2),
         "torch": torch_profile_breakdown(prof, steps=2),
     }
     print(f"JAX thunk-seconds per step by part of the step: {by_op['jax']}")
