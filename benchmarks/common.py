@@ -15,12 +15,16 @@ import os
 import pathlib
 import platform
 import statistics
+import sys
 import time
 
-import data_prep  # noqa: F401  (quiets TensorFlow's start-up log: every benchmark imports us first)
-from vreid_jax import files
-
 REPO = pathlib.Path(__file__).resolve().parents[1]
+# This checkout's packages, not whichever one the environment installed (a git worktree).
+sys.path.insert(0, str(REPO))
+
+import data_prep  # noqa: E402, F401  (quiets TensorFlow's start-up log: every benchmark imports us first)
+from vreid_jax import files  # noqa: E402
+
 RESULTS = REPO / "benchmarks" / "results"
 
 # (substring of jax's `device_kind`, dense peak FLOP/s per device in bfloat16, in float32).
