@@ -10,10 +10,17 @@ import importlib.util
 import json
 import os
 import pathlib
+import statistics
+import sys
+import time
 
-import data_prep  # noqa: F401  (quiets TensorFlow's start-up log: every benchmark imports us first)
-from vreid_jax import files
-from vreid_jax.hardware import (  # noqa: F401  (re-exported for the scripts)
+REPO = pathlib.Path(__file__).resolve().parents[1]
+# This checkout's packages, not whichever one the environment installed (a git worktree).
+sys.path.insert(0, str(REPO))
+
+import data_prep  # noqa: E402, F401  (quiets TensorFlow's start-up log: every benchmark imports us first)
+from vreid_jax import files  # noqa: E402
+from vreid_jax.hardware import (  # noqa: E402, F401  (re-exported for the scripts)
     CPU_FP32_FLOPS_PER_CYCLE,
     PEAK_FLOPS,
     cpu_flags,
@@ -22,7 +29,6 @@ from vreid_jax.hardware import (  # noqa: F401  (re-exported for the scripts)
     peak_flops,
 )
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 
 
@@ -88,3 +94,93 @@ def pin_cores(cores: int) -> list[int]:
         raise SystemExit(f"--cores {cores}: only {len(allowed)} cores are available.")
     os.sched_setaffinity(0, allowed[:cores])
     return allowed[:cores]
+
+
+def timed(fn, steps: int) -> list[float]:
+    """Wall-clock seconds of `steps` calls of `fn` (which must block until its work is done)."""
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+class ForeignLoad:
+    """The share of the pinned cores' time taken by anything but this process while a block ran.
+
+    From /proc/stat: busy time of `cores` (user, nice, system, irq, softirq and the hypervisor's
+    steal) minus this process's own CPU time, over the cores' total time. Needs this process
+    pinned to `cores` (`pin_cores`). Resolution: the kernel's clock tick (10 ms), so blocks of a
+    second or more give a meaningful share; 0 where /proc/stat is unreadable.
+    """
+
+    def __init__(self, cores):
+        self.cores = {f"cpu{c}" for c in cores}
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def _read(self) -> tuple[float, float, float]:
+        busy = total = 0
+        try:
+            with open("/proc/stat") as f:
+                for line in f:
+                    name, *values = line.split()
+                    if name in self.cores:
+                        v = [int(x) for x in values[:8]]
+                        busy += v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
+                        total += sum(v)
+        except OSError:
+            pass
+        own = os.times()
+        return busy, total, (own.user + own.system) * self.tick
+
+    def __enter__(self):
+        self._start = self._read()
+        return self
+
+    def __exit__(self, *exc):
+        busy, total, own = (b - a for a, b in zip(self._start, self._read(), strict=True))
+        self.share = max(0.0, busy - own) / total if total > 0 else 0.0
+
+
+def alternate(
+    blocks: dict, rounds: int, steps: int, cores, pause: float = 0.2, max_foreign: float = 0.1
+) -> dict:
+    """Runs every callable of `blocks` (name -> fn, each blocking until done) `steps` times per
+    round, in order, for `rounds` rounds, and returns the times and which rounds were contended.
+
+    Before each block the process sleeps `pause` seconds, so the other framework's worker threads
+    (XLA's pool, torch's OpenMP team, which spin for a while after their work) are parked and idle
+    while this one is timed. A round counts as contended when, during any of its blocks, other
+    processes took more than `max_foreign` of the pinned cores (`ForeignLoad`); summaries use the
+    uncontended rounds (all rounds, flagged, when every round was contended).
+    """
+    times = {name: [] for name in blocks}
+    foreign = []
+    for _ in range(rounds):
+        shares = []
+        for name, fn in blocks.items():
+            time.sleep(pause)
+            with ForeignLoad(cores) as load:
+                times[name].append(timed(fn, steps))
+            shares.append(load.share)
+        foreign.append(round(max(shares), 3))
+    kept = [i for i, share in enumerate(foreign) if share <= max_foreign] or list(range(rounds))
+    return {
+        "times": times,
+        "foreign_share_per_round": foreign,
+        "kept_rounds": kept,
+        "all_rounds_contended": all(share > max_foreign for share in foreign),
+    }
+
+
+def summarise(run: dict, name: str) -> dict:
+    """Median, min and max seconds of block `name` of `alternate`'s result, over its kept rounds."""
+    kept = [t for i in run["kept_rounds"] for t in run["times"][name][i]]
+    return {
+        "median": round(statistics.median(kept), 4),
+        "min": round(min(kept), 4),
+        "max": round(max(kept), 4),
+        "n": len(kept),
+        "all": [round(t, 4) for steps in run["times"][name] for t in steps],
+    }

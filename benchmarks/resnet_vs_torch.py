@@ -107,15 +107,6 @@ def torch_side(net, images_nchw, labels, dtype: str, channels_last: bool):
     return step, forward
 
 
-def timed(fn, steps: int) -> list[float]:
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cores", type=int, default=0, help="Cores to pin to (0 = all allowed).")
@@ -157,10 +148,10 @@ def main() -> None:
 
     times = {"jax_step": [], "torch_step": [], "jax_forward": [], "torch_forward": []}
     for _ in range(args.rounds):
-        times["jax_step"] += timed(jax_step, args.steps)
-        times["torch_step"] += timed(torch_step, args.steps)
-        times["jax_forward"] += timed(jax_forward, args.steps)
-        times["torch_forward"] += timed(torch_forward, args.steps)
+        times["jax_step"] += common.timed(jax_step, args.steps)
+        times["torch_step"] += common.timed(torch_step, args.steps)
+        times["jax_forward"] += common.timed(jax_forward, args.steps)
+        times["torch_forward"] += common.timed(torch_forward, args.steps)
     median = {k: statistics.median(v) for k, v in times.items()}
     # The fastest step of each is the least disturbed by other work on a shared machine.
     best = {k: min(v) for k, v in times.items()}

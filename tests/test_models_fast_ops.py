@@ -1,4 +1,5 @@
-"""The CPU-speed rewrites of two ops are exact: 1x1 convs as matrix products, the stem max-pool."""
+"""The CPU-speed rewrites are exact: 1x1 convs as matrix products, larger convs' weight gradients as
+im2col GEMMs, the stem max-pool."""
 
 import helpers
 import jax
@@ -53,6 +54,31 @@ def test_pointwise_conv_and_its_gradients_equal_the_convolution(x_shape, strides
     for g, e in zip(got_vjp(cotangent), expected_vjp(cotangent), strict=True):
         assert g.shape == e.shape
         np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "x_shape, kernel_hw, strides, padding",
+    [
+        ((2, 8, 6, 5), (3, 3), (1, 1), ((1, 1), (1, 1))),
+        ((2, 9, 7, 5), (3, 3), (2, 2), ((1, 1), (1, 1))),  # odd sizes, strided
+        ((2, 13, 11, 3), (7, 7), (2, 2), ((3, 3), (3, 3))),  # the stem
+        ((2, 6, 5, 4), (3, 1), (1, 1), ((1, 1), (0, 0))),
+    ],
+)
+def test_im2col_weight_gradient_equals_the_convolution(x_shape, kernel_hw, strides, padding):
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=x_shape), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(*kernel_hw, x_shape[-1], 6)), jnp.float32)
+    expected, expected_vjp = jax.vjp(lambda a, b: _lax_conv(a, b, strides, padding), x, kernel)
+    got, got_vjp = jax.vjp(lambda a, b: _ours(a, b, strides, padding), x, kernel)
+    assert "custom_vjp_call" in str(
+        jax.make_jaxpr(lambda a, b: _ours(a, b, strides, padding))(x, kernel)
+    )
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    cotangent = jnp.asarray(rng.normal(size=expected.shape), jnp.float32)
+    for g, e in zip(got_vjp(cotangent), expected_vjp(cotangent), strict=True):
+        assert g.shape == e.shape
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize(

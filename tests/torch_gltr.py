@@ -84,17 +84,26 @@ class GLTR(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(pyramid, num_classes)
 
-    def forward(self, frames):
-        x = self.backbone.trunk(frames).mean(dim=(2, 3))  # [B*T, 2048]
-        x = self.frame_fc(x).view(-1, self.clip_len, self.frame_fc.out_features)  # [B, T, D]
+    def encode(self, frames):
+        """Frames -> frame features `[B * T, frame_dim]`."""
+        return self.frame_fc(self.backbone.trunk(frames).mean(dim=(2, 3)))
+
+    def temporal(self, frame_features):
+        """`[B * T, frame_dim]` -> the tracklet feature `[B, 512]` (DTP, TSA, mean over time)."""
+        x = frame_features.view(-1, self.clip_len, self.frame_fc.out_features)  # [B, T, D]
         branches = [x.transpose(1, 2)]  # identity: [B, D, T]
         for conv in self.dtp:
             branches.append(conv(x.unsqueeze(1)).squeeze(3))  # [B, D, T, 1] -> [B, D, T]
-        feature = self.tsa(torch.cat(branches, dim=1)).mean(dim=2)
+        return self.tsa(torch.cat(branches, dim=1)).mean(dim=2)
+
+    def classify(self, feature):
+        return self.classifier(self.dropout(torch.relu(self.head_bn(feature))))
+
+    def forward(self, frames):
+        feature = self.temporal(self.encode(frames))
         if not self.training:
             return feature, None
-        logits = self.classifier(self.dropout(torch.relu(self.head_bn(feature))))
-        return feature, logits
+        return feature, self.classify(feature)
 
 
 def flax_gltr(net: GLTR, stage_sizes=(3, 4, 6, 3), width: int = 64) -> gltr.GLTR:

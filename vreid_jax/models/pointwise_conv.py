@@ -1,4 +1,5 @@
-"""A drop-in for `lax.conv_general_dilated` that runs 1x1 (x1) convolutions as matrix products.
+"""A drop-in for `lax.conv_general_dilated` that runs 1x1 (x1) convolutions as matrix products, and
+the weight gradient of larger 2-D convolutions as one matrix product over image patches (im2col).
 
 Why: on XLA:CPU the weight gradient of a 1x1 convolution is lowered to a convolution whose "kernel"
 is the output gradient, which runs 2-5x slower than the equivalent matrix product
@@ -9,10 +10,14 @@ every backend runs at full speed.
 
 The result equals the convolution up to float rounding (same products, a different summation
 order); the kernel keeps its `[1, ..., 1, C_in, C_out]` shape, so checkpoints and converted
-weights are unchanged. Any other convolution goes to `lax.conv_general_dilated` unchanged.
+weights are unchanged. The kxk case is the same story for its weight gradient only
+(`im2col_conv`). Any other convolution goes to `lax.conv_general_dilated` unchanged. The models use
+this module where `config.model.fast_cpu_ops` says so (`layers.Ops`): on CPU by default.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 from jax import lax
@@ -67,6 +72,75 @@ def _channel_matmul_bwd(residuals, grad):
 channel_matmul.defvjp(_channel_matmul_fwd, _channel_matmul_bwd)
 
 
+_NHWC = ((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))
+
+
+def _is_im2col_candidate(lhs, rhs, padding, lhs_dilation, rhs_dilation, numbers, groups) -> bool:
+    """A 2-D NHWC/HWIO conv with a kernel larger than 1x1, explicit padding, no dilation, one
+    group. (Like the whole module, only used where `config.model.fast_cpu_ops` is on: elsewhere the
+    im2col copy would cost memory for nothing.)"""
+    return (
+        lhs.ndim == 4
+        and numbers is not None
+        and (tuple(numbers.lhs_spec), tuple(numbers.rhs_spec), tuple(numbers.out_spec)) == _NHWC
+        and not isinstance(padding, str)
+        and all(d == 1 for d in (lhs_dilation or (1, 1)) + tuple(rhs_dilation or (1, 1)))
+        and groups == 1
+        and rhs.shape[0] * rhs.shape[1] > 1
+    )
+
+
+def _conv_nhwc(x, kernel, strides, padding):
+    return lax.conv_general_dilated(
+        x, kernel, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def im2col_conv(x, kernel, strides, padding):
+    """A 2-D NHWC/HWIO convolution; forward and input gradient are lax's, the weight gradient one
+    GEMM of the im2col patches.
+
+    Why: XLA:CPU lowers the weight gradient of a kxk convolution to a convolution whose "kernel" is
+    the output gradient (a 64x32 window at ResNet's res2 on 256x128 frames), which YNNPACK runs on
+    one thread at ~1 GFLOP/s; as `[N*H*W, k*k*C_in]^T [N*H*W, C_out]` it is a plain GEMM (7x faster
+    for res2's 3x3 convs on 2 cores). Same products, another summation order.
+    """
+    return _conv_nhwc(x, kernel, strides, padding)
+
+
+def _im2col_conv_fwd(x, kernel, strides, padding):
+    return _conv_nhwc(x, kernel, strides, padding), (x, kernel)
+
+
+def _im2col_conv_bwd(strides, padding, residuals, grad):
+    x, kernel = residuals
+    _, input_vjp = jax.vjp(lambda a: _conv_nhwc(a, kernel, strides, padding), x)
+    (grad_x,) = input_vjp(grad)
+    kh, kw, c_in, c_out = kernel.shape
+    padded = jax.numpy.pad(x, ((0, 0), *padding, (0, 0)))
+    n, out_h, out_w, _ = grad.shape
+    patches = [
+        lax.slice(
+            padded,
+            (0, i, j, 0),
+            (n, i + (out_h - 1) * strides[0] + 1, j + (out_w - 1) * strides[1] + 1, c_in),
+            (1, *strides, 1),
+        )
+        for i in range(kh)
+        for j in range(kw)
+    ]
+    rows = n * out_h * out_w
+    columns = jax.numpy.concatenate(patches, axis=-1).reshape(rows, kh * kw * c_in)
+    grad_kernel = lax.dot_general(
+        columns, grad.reshape(rows, c_out), (((0,), (0,)), ((), ()))
+    ).reshape(kh, kw, c_in, c_out)
+    return grad_x.astype(x.dtype), grad_kernel.astype(kernel.dtype)
+
+
+im2col_conv.defvjp(_im2col_conv_fwd, _im2col_conv_bwd)
+
+
 def conv_general_dilated(
     lhs,
     rhs,
@@ -79,7 +153,16 @@ def conv_general_dilated(
     precision=None,
     **kwargs,
 ):
-    """`lax.conv_general_dilated` with 1x1 channels-last convolutions done by `channel_matmul`."""
+    """`lax.conv_general_dilated` with 1x1 channels-last convolutions done by `channel_matmul`, and
+    the weight gradient of larger 2-D channels-last convolutions by `im2col_conv`."""
+    if (
+        not kwargs
+        and precision is None
+        and _is_im2col_candidate(
+            lhs, rhs, padding, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count
+        )
+    ):
+        return im2col_conv(lhs, rhs, tuple(window_strides), tuple(map(tuple, padding)))
     if (
         kwargs
         or precision is not None
