@@ -195,6 +195,9 @@ def main() -> None:
     parser.add_argument("--stage_sizes", default="", help="e.g. 1,1,1,1 (default: ResNet-50).")
     parser.add_argument("--width_channels", type=int, default=64, help="res2 width (64).")
     parser.add_argument("--num_classes", type=int, default=625, help="625 = MARS train ids.")
+    parser.add_argument(
+        "--fast_cpu_ops", choices=("auto", "true", "false"), default="auto", help="config.model's."
+    )
     parser.add_argument("--steps", type=int, default=5, help="Timed steps.")
     parser.add_argument("--warmup", type=int, default=1, help="Untimed steps after the first.")
     parser.add_argument("--out", default="", help="Result JSON (default: results/train_step.json).")
@@ -204,6 +207,7 @@ def main() -> None:
     args = parser.parse_args()
 
     config = build_config(args, args.batch)
+    config.model.fast_cpu_ops = args.fast_cpu_ops
     record = measure(
         config,
         num_classes=args.num_classes,
@@ -220,6 +224,8 @@ def main() -> None:
         raise SystemExit(f"The train step compiled {record['compilations']} times, not once.")
 
     key = f"{args.model}/{args.dtype}/batch{args.batch}/{args.devices}dev/{record['machine']['backend']}"
+    if args.fast_cpu_ops != "auto":
+        key += f"/fast_cpu_ops={args.fast_cpu_ops}"
     written = common.merge_result("train_step", key, record, args.out)
 
     mfu = record["mfu"]

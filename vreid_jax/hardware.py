@@ -108,11 +108,24 @@ def host_memory_bytes() -> int | None:
         return None
 
 
+def host_available_bytes() -> int | None:
+    """The memory the host can give new allocations now (Linux's MemAvailable; None elsewhere)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def memory_capacity(device, devices_sharing_host: int = 1) -> tuple[int | None, str]:
     """`(bytes one device's executables may use, where the figure comes from)`.
 
-    GPU/TPU: the allocator's limit (`memory_stats()['bytes_limit']`). CPU: the host's RAM divided
-    among the process's `devices_sharing_host` CPU devices. `(None, why)` when neither is known.
+    GPU/TPU: the allocator's limit (`memory_stats()['bytes_limit']`). CPU: the host's RAM available
+    now, divided among the process's `devices_sharing_host` CPU devices. `(None, why)` when neither
+    is known.
     """
     stats = None
     try:
@@ -122,9 +135,15 @@ def memory_capacity(device, devices_sharing_host: int = 1) -> tuple[int | None, 
     if stats and stats.get("bytes_limit"):
         return int(stats["bytes_limit"]), f"{device.platform} bytes_limit of the allocator"
     if device.platform == "cpu":
-        host = host_memory_bytes()
-        if host:
+        # What is free now, not the physical size: other processes, and this one's own runtime,
+        # already hold the rest (a step sized to all the RAM thrashes).
+        host, total = host_available_bytes(), host_memory_bytes()
+        if host or total:
+            what = "available" if host else "physical"
+            host = host or total
             return host // devices_sharing_host, (
-                f"host RAM ({host / 2**30:.1f} GiB) / {devices_sharing_host} CPU devices"
+                f"host RAM {what} ({host / 2**30:.1f} GiB"
+                + (f" of {total / 2**30:.1f}" if total and what == "available" else "")
+                + f") / {devices_sharing_host} CPU devices"
             )
     return None, f"unknown: {device.platform} device reports no memory limit"
