@@ -25,7 +25,7 @@ import sys
 
 from absl import app, flags, logging
 
-from vreid_jax import errors, logging_utils
+from vreid_jax import errors, host_memory, logging_utils
 
 FLAGS = flags.FLAGS
 
@@ -108,6 +108,7 @@ def extract(trained_model, tracklets, *, progress: bool = True):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    host_memory.keep_freed_memory("auto")  # Before JAX and TensorFlow start their threads.
     logging_utils.quiet_tensorflow()
     logging_utils.quiet_libraries()
     try:

@@ -8,10 +8,10 @@ notebook calls, which validates the config and records it in `workdir/config.jso
 
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
-from vreid_jax import config_lib, errors, logging_utils
+from vreid_jax import config_lib, errors, host_memory, logging_utils
 
 FLAGS = flags.FLAGS
 
@@ -34,6 +34,9 @@ def main(argv):
     try:
         # Checked before the heavy imports: a mistyped value fails in a second.
         config_lib.validate(FLAGS.config)
+        # Before JAX and TensorFlow start their threads (glibc binds each to an arena then).
+        if host_memory.keep_freed_memory(FLAGS.config.keep_host_memory):
+            logging.info("Freed host memory stays in the process (config.keep_host_memory).")
         # TensorFlow is only the input pipeline: keep it quiet and away from the accelerators.
         logging_utils.quiet_tensorflow()
         logging_utils.quiet_libraries()
