@@ -1,15 +1,18 @@
-"""Whole train step with the PyTorch-exact two-pass batch norm against flax's one-pass one.
+"""Whole train step with the project's batch norm against an alternative form of it.
 
 `benchmarks/batch_norm.py` times one BN layer; this times the project's compiled train step
 (`vreid_jax.train.compile_train_step`: forward, label-smoothed cross-entropy + batch-hard triplet,
-backward, Adam) of a full-size model twice: once as built (`vreid_jax.models.batch_norm.BatchNorm`,
-two-pass variance, unbiased running variance) and once with every BN swapped for flax's
-`nn.BatchNorm(use_fast_variance=True)` (one-pass E[x^2] - E[x]^2; the project's BN before the
-PyTorch-exact one). The swap is done here, by replacing the class `layers.batch_norm` builds while
-the step is traced; the model code has no switch. Both steps are compiled first, then timed in
-alternating rounds so that machine noise hits both alike; medians and ranges are recorded.
+backward, Adam) of a full-size model twice: once as built (`vreid_jax.models.batch_norm.BatchNorm`:
+two-pass variance, unbiased running variance, written-out gradient) and once with `--against`:
+- `one_pass_flax`: every BN swapped for flax's `nn.BatchNorm(use_fast_variance=True)` (one-pass
+  E[x^2] - E[x]^2; the project's BN before the PyTorch-exact one);
+- `autodiff_gradient`: the same BN with its gradient left to autodiff (before the written-out VJP).
+The swap is done here, while the step is traced; the model code has no switch. Both steps are
+compiled first, then timed in alternating rounds so that machine noise hits both alike; medians and
+ranges are recorded.
 
-Run: python benchmarks/bn_train_step.py --model gltr --batch 2 [--rounds 5 --steps 2]
+Run: python benchmarks/bn_train_step.py --model gltr --batch 2 [--against autodiff_gradient]
+     [--rounds 5 --steps 2]
 Smoke run: --batch 2 --clip_len 4 --height 64 --width 32 --stage_sizes 1,1,1,1 --width_channels 8
 --rounds 2 --steps 1 --out /tmp/x.json
 Adds one entry to benchmarks/results/bn_train_step.json and prints a one-line summary.
@@ -42,8 +45,28 @@ def flax_one_pass_bn():
         layers.BatchNorm = original
 
 
-def build_step(config, num_classes: int, one_pass: bool):
-    """A compiled step, its state and a random batch; traced with the chosen BN."""
+@contextlib.contextmanager
+def autodiff_bn_gradient():
+    """While active, the project's BN differentiates its train-mode forward by autodiff."""
+    from vreid_jax.models import batch_norm  # noqa: PLC0415
+
+    def normalize(x, weight, scale, bias, epsilon, dtype):
+        mean, var = batch_norm._batch_stats(x, weight)
+        return batch_norm._apply(x, mean, var, scale, bias, epsilon, dtype), mean, var
+
+    original = batch_norm._normalize
+    batch_norm._normalize = normalize
+    try:
+        yield
+    finally:
+        batch_norm._normalize = original
+
+
+ALTERNATIVES = {"one_pass_flax": flax_one_pass_bn, "autodiff_gradient": autodiff_bn_gradient}
+
+
+def build_step(config, num_classes: int, swap=contextlib.nullcontext):
+    """A compiled step, its state and a random batch; traced inside `swap()`."""
     import jax  # noqa: PLC0415
     import numpy as np  # noqa: PLC0415
 
@@ -64,7 +87,7 @@ def build_step(config, num_classes: int, one_pass: bool):
         },
         mesh,
     )
-    with flax_one_pass_bn() if one_pass else contextlib.nullcontext():
+    with swap():
         state, shardings = state_lib.create_train_state(
             model, tx, state_lib.init_clips(config.input), seed=0, mesh=mesh
         )
@@ -75,11 +98,11 @@ def build_step(config, num_classes: int, one_pass: bool):
     return step_fn, state, batch, time.perf_counter() - start
 
 
-def round_ratios(two_pass: list, one_pass: list, steps: int) -> list:
-    """Per alternating round, two-pass time over one-pass time (the steps of a round summed):
+def round_ratios(built: list, against: list, steps: int) -> list:
+    """Per alternating round, the built step's time over the alternative's (a round's steps summed):
     neighbouring measurements, so slow drifts of the machine's load cancel."""
     sums = lambda t: [sum(t[i : i + steps]) for i in range(0, len(t), steps)]  # noqa: E731
-    return [round(a / b, 4) for a, b in zip(sums(two_pass), sums(one_pass), strict=True)]
+    return [round(a / b, 4) for a, b in zip(sums(built), sums(against), strict=True)]
 
 
 def main() -> None:
@@ -92,6 +115,7 @@ def main() -> None:
     parser.add_argument("--num_classes", type=int, default=625)
     parser.add_argument("--stage_sizes", default="", help="e.g. 1,1,1,1 (default: ResNet-50).")
     parser.add_argument("--width_channels", type=int, default=64, help="res2 width (64).")
+    parser.add_argument("--against", choices=sorted(ALTERNATIVES), default="one_pass_flax")
     parser.add_argument("--rounds", type=int, default=5, help="Alternating rounds.")
     parser.add_argument("--steps", type=int, default=2, help="Timed steps per variant per round.")
     parser.add_argument("--label", default="", help="Extra key part, e.g. run2.")
@@ -101,8 +125,8 @@ def main() -> None:
     import jax  # noqa: PLC0415
 
     config = train_step.build_config(args, args.batch)
-    variants = {"two_pass_torch_exact": False, "one_pass_flax": True}
-    built = {name: build_step(config, args.num_classes, flag) for name, flag in variants.items()}
+    variants = {"as_built": contextlib.nullcontext, args.against: ALTERNATIVES[args.against]}
+    built = {name: build_step(config, args.num_classes, swap) for name, swap in variants.items()}
     times = {name: [] for name in variants}
     for _ in range(args.rounds):
         for name, (step_fn, state, batch, _) in built.items():
@@ -134,18 +158,18 @@ def main() -> None:
         },
         "machine": common.machine(),
     }
-    two, one = (record["step_s"][n]["median"] for n in variants)
-    record["ratio_two_pass_over_one_pass"] = round(two / one, 4)
+    ours, theirs = (record["step_s"][n]["median"] for n in variants)
+    record["ratio_built_over_against"] = round(ours / theirs, 4)
     record["round_ratios"] = round_ratios(*(times[n] for n in variants), args.steps)
     if args.stage_sizes or args.width_channels != 64:
         record["model_size"] = {"stage_sizes": args.stage_sizes, "width": args.width_channels}
-    key = f"{args.model}/batch{args.batch}/{'x'.join(map(str, record['clip'][:3]))}"
+    key = f"{args.model}/batch{args.batch}/{'x'.join(map(str, record['clip'][:3]))}/{args.against}"
     if args.label:
         key += f"/{args.label}"
     written = common.merge_result("bn_train_step", key, record, args.out)
     print(
-        f"bn_train_step {key}: two-pass {two:.3f} s/step, one-pass {one:.3f} s/step "
-        f"(ratio of medians {two / one:.3f}, median round ratio "
+        f"bn_train_step {key}: as built {ours:.3f} s/step, {args.against} {theirs:.3f} s/step "
+        f"(ratio of medians {ours / theirs:.3f}, median round ratio "
         f"{statistics.median(record['round_ratios']):.3f}) -> {written}"
     )
 
