@@ -32,20 +32,10 @@ import time
 
 import common
 
+from configs import tiny
+
 # Size keys of the smoke run (a width-8, one-block-per-stage network on 64x32 frames).
-SMOKE = {
-    "model.stage_sizes": (1, 1, 1, 1),
-    "model.width": 8,
-    "input.height": 64,
-    "input.width": 32,
-    "input.clip_len": 4,
-    "input.num_ids_per_batch": 2,
-    "input.num_instances": 2,
-    "eval.batch_size": 4,
-    "eval.frame_batch_size": 16,
-    "eval.length_buckets": (16, 32),
-    "preflight.input_seconds": 1.0,
-}
+SMOKE = {**tiny.RECIPE_SIZE_KEYS, "preflight.input_seconds": 1.0}
 
 
 def _status_bytes(field: str) -> int:
@@ -72,7 +62,7 @@ def measure(recipe: str, overrides: dict, num_ids: int, num_classes: int, steps:
     import jax  # noqa: PLC0415
     import numpy as np  # noqa: PLC0415
 
-    from vreid_jax import parallel, train  # noqa: PLC0415
+    from vreid_jax import parallel, preflight, train  # noqa: PLC0415
     from vreid_jax import state as state_lib  # noqa: PLC0415
 
     sys.path.insert(0, str(common.REPO))
@@ -115,14 +105,7 @@ def measure(recipe: str, overrides: dict, num_ids: int, num_classes: int, steps:
     gc.collect()
     _reset_peak_rss()
     before_steps = _status_bytes("VmRSS")
-    state, metrics = compiled(state, batch)  # Warm-up.
-    jax.block_until_ready((state, metrics))
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        state, metrics = compiled(state, batch)
-        jax.block_until_ready((state, metrics))
-        times.append(time.perf_counter() - start)
+    times, (state, metrics) = preflight.time_steps(compiled, state, batch, steps)
     peak = _status_bytes("VmHWM")
     return {
         "num_ids_per_batch": num_ids,

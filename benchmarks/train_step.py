@@ -33,7 +33,7 @@ def measure(config, *, num_classes: int, num_devices: int, steps: int, warmup: i
     import jax  # noqa: PLC0415  (imported after the caller set XLA_FLAGS)
     import numpy as np  # noqa: PLC0415
 
-    from vreid_jax import models, optim, parallel, train  # noqa: PLC0415
+    from vreid_jax import models, optim, parallel, preflight, train  # noqa: PLC0415
     from vreid_jax import state as state_lib  # noqa: PLC0415
 
     cfg = config.input
@@ -66,15 +66,7 @@ def measure(config, *, num_classes: int, num_devices: int, steps: int, warmup: i
     state, metrics = step_fn(state, batch)
     jax.block_until_ready(metrics)
     first_step_s = time.perf_counter() - start
-    for _ in range(warmup):
-        state, metrics = step_fn(state, batch)
-    jax.block_until_ready((state, metrics))
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        state, metrics = step_fn(state, batch)
-        jax.block_until_ready((state, metrics))
-        times.append(time.perf_counter() - start)
+    times, _ = preflight.time_steps(step_fn, state, batch, steps, warmup)
     step_s = statistics.median(times)
     return {
         **peak_memory(memory),

@@ -17,25 +17,16 @@ import sys
 import jax
 import pytest
 
-from configs import recipe  # noqa: F401  (configs as a package, as `python -m` from the root)
+from configs import tiny
 from data_prep import names
 from vreid_jax import config_lib, features, hardware, preflight, run, train
 from vreid_jax import state as state_lib
 from vreid_jax.data import throughput
 from vreid_jax.errors import UserError
 
-# Size keys only: 4 global clips over the 4 fake devices.
+# 4 global clips over the 4 fake devices.
 SIZE_KEYS = {
-    "model.stage_sizes": (1, 1, 1, 1),
-    "model.width": 8,
-    "input.height": 64,
-    "input.width": 32,
-    "input.clip_len": 4,
-    "input.num_ids_per_batch": 2,
-    "input.num_instances": 2,
-    "eval.batch_size": 4,
-    "eval.frame_batch_size": 16,
-    "eval.length_buckets": (16, 32),
+    **tiny.RECIPE_SIZE_KEYS,
     "preflight.timed_steps": 1,
     "preflight.input_seconds": 0.2,
 }

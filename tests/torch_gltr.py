@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch_mapping
 from flax import traverse_util
 from torch import nn
 from torch_resnet import ResNet
@@ -166,23 +167,12 @@ def flat_flax_arrays(net: GLTR, target, tensors=None) -> dict:
             flat[(collection, *ours, leaf)] = take(f"{theirs}.{name}")
     flat |= _dense(("head", "classifier"), take("classifier.weight"), take("classifier.bias"))
 
-    expected = traverse_util.flatten_dict(target)
-    unused = set(state) - used
-    if unused or flat.keys() != expected.keys():
-        raise AssertionError(
-            f"mapping not one-to-one: unused {sorted(unused)}, missing "
-            f"{sorted(set(expected) - set(flat))}, extra {sorted(set(flat) - set(expected))}"
-        )
-    for key, value in flat.items():
-        if value.shape != tuple(expected[key].shape):
-            raise AssertionError(f"{key}: shape {value.shape}, expected {expected[key].shape}")
-    return flat
+    return torch_mapping.check_one_to_one(flat, target, unused=set(state) - used)
 
 
 def to_flax_variables(net: GLTR, target) -> dict:
     """`net`'s weights and BN running statistics as our GLTR's variables (float32)."""
-    flat = flat_flax_arrays(net, target)
-    return traverse_util.unflatten_dict({k: v.astype(np.float32) for k, v in flat.items()})
+    return torch_mapping.as_flax_variables(flat_flax_arrays(net, target))
 
 
 def randomise(net: GLTR, seed: int) -> GLTR:
@@ -190,14 +180,8 @@ def randomise(net: GLTR, seed: int) -> GLTR:
     output BN included, which starts at zero) gets random affine parameters and running
     statistics, the dilated convs weights comparable to the identity branch."""
     gen = torch.Generator().manual_seed(seed)
+    torch_mapping.randomise_batch_norms(net, gen)
     with torch.no_grad():
-        for module in net.modules():
-            if isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d):
-                n = module.num_features
-                module.weight.copy_(1 + 0.2 * torch.randn(n, generator=gen))
-                module.bias.copy_(0.2 * torch.randn(n, generator=gen))
-                module.running_mean.copy_(0.2 * torch.randn(n, generator=gen))
-                module.running_var.copy_(0.5 + torch.rand(n, generator=gen))
         for conv in net.dtp:
             fan_in = conv.weight[0].numel()
             conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) / fan_in**0.5)

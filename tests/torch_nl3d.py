@@ -25,7 +25,7 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from flax import traverse_util
+import torch_mapping
 from torch import nn
 
 from vreid_jax.models import pretrained
@@ -269,34 +269,16 @@ def flat_flax_arrays(net: NL3D, target, tensors=None) -> dict:
         if location in flat:
             raise AssertionError(f"{key}: {location} filled twice")
         flat[location] = array
-    expected = traverse_util.flatten_dict(target)
-    if flat.keys() != expected.keys():
-        raise AssertionError(
-            f"mapping not one-to-one: missing {sorted(set(expected) - set(flat))}, "
-            f"unused {sorted(set(flat) - set(expected))}"
-        )
-    for key, value in flat.items():
-        if value.shape != tuple(expected[key].shape):
-            raise AssertionError(f"{key}: shape {value.shape}, expected {expected[key].shape}")
-    return flat
+    return torch_mapping.check_one_to_one(flat, target)
 
 
 def to_flax_variables(net: NL3D, target) -> dict:
     """`net`'s weights and BN running statistics as our NL3D's variables (float32)."""
-    flat = flat_flax_arrays(net, target)
-    return traverse_util.unflatten_dict({k: v.astype(np.float32) for k, v in flat.items()})
+    return torch_mapping.as_flax_variables(flat_flax_arrays(net, target))
 
 
 def randomise(net: nn.Module, seed: int) -> nn.Module:
     """Random affine parameters and running statistics in every BN (the non-local blocks' zero
     initialised output BNs included), so that every mapped tensor shows in the outputs."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in net.modules():
-            if isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d):
-                n = module.num_features
-                module.weight.copy_(1 + 0.2 * torch.randn(n, generator=gen))
-                module.bias.copy_(0.2 * torch.randn(n, generator=gen))
-                module.running_mean.copy_(0.2 * torch.randn(n, generator=gen))
-                module.running_var.copy_(0.5 + torch.rand(n, generator=gen))
+    torch_mapping.randomise_batch_norms(net, torch.Generator().manual_seed(seed))
     return net

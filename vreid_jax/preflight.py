@@ -107,7 +107,8 @@ def run(config, workdir: str) -> dict:
     if timed_step is not None:
         state, _ = state_lib.create_train_state(model, tx, init_clips, seed=config.seed, mesh=mesh)
         batch = random_batch(config, timed_ids, num_classes, mesh)
-        step_time = time_steps(timed_step, state, batch, config.preflight.timed_steps)
+        times, _ = time_steps(timed_step, state, batch, config.preflight.timed_steps)
+        step_time = statistics.median(times)
         step_time *= num_ids / timed_ids  # Extrapolated by clip count when timed at a smaller P.
     pipeline_rate = throughput.train_clips_per_s(
         config.input,
@@ -322,17 +323,20 @@ def random_batch(config, num_ids: int, num_classes: int, mesh) -> dict:
     )
 
 
-def time_steps(compiled, state, batch, steps: int) -> float:
-    """Median seconds of `steps` calls of the compiled step, after one warm-up step."""
-    state, metrics = compiled(state, batch)
-    jax.block_until_ready((state, metrics))
+def time_steps(compiled, state, batch, steps: int, warmup: int = 1):
+    """Runs `warmup` untimed calls of the compiled step, then `steps` timed ones.
+
+    Returns the seconds of each timed call and the last call's (state, metrics)."""
+    for _ in range(warmup):
+        state, metrics = compiled(state, batch)
+    jax.block_until_ready(state)
     times = []
     for _ in range(steps):
         started = time.perf_counter()
         state, metrics = compiled(state, batch)
         jax.block_until_ready((state, metrics))
         times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return times, (state, metrics)
 
 
 # ----------------------------------------------------------------------------- verdict and report
