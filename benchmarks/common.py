@@ -18,6 +18,12 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 # This checkout's packages, not whichever one the environment installed (a git worktree).
 sys.path.insert(0, str(REPO))
 
+from vreid_jax import host_memory  # noqa: E402
+
+# As the CLIs do, before JAX or TensorFlow start threads: every benchmark imports this module first.
+# VREID_KEEP_HOST_MEMORY=false measures glibc's default behaviour instead (an A/B needs 2 processes).
+HOST_MEMORY_KEPT = host_memory.keep_freed_memory(os.environ.get("VREID_KEEP_HOST_MEMORY", "auto"))
+
 import data_prep  # noqa: E402, F401  (quiets TensorFlow's start-up log: every benchmark imports us first)
 from vreid_jax import files  # noqa: E402
 from vreid_jax.hardware import (  # noqa: E402, F401  (re-exported for the scripts)
@@ -46,6 +52,7 @@ def machine() -> dict:
         "load_average_1min": round(os.getloadavg()[0], 2),
         "jax": jax.__version__,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "host_memory_kept": HOST_MEMORY_KEPT,  # vreid_jax/host_memory.py
     }
 
 

@@ -210,7 +210,7 @@ def eval_clip_batches(
 
     ds = _from_batches(batches, signature)
     ds = ds.map(decode, num_parallel_calls=_parallelism(cfg), deterministic=True)
-    return _finish(ds.batch(batch_size, drop_remainder=True), cfg), num_batches
+    return _finish(ds.batch(batch_size, drop_remainder=True), cfg, autotune=False), num_batches
 
 
 def eval_frame_batches(
@@ -281,7 +281,7 @@ def eval_frame_batches(
 
     ds = _from_batches(batches, signature)
     ds = ds.map(decode, num_parallel_calls=_parallelism(cfg), deterministic=True)
-    return _finish(ds.batch(batch_size, drop_remainder=True), cfg), num_batches
+    return _finish(ds.batch(batch_size, drop_remainder=True), cfg, autotune=False), num_batches
 
 
 def check_frame_size(
@@ -344,8 +344,14 @@ def _parallelism(cfg) -> int:
     return tf.data.AUTOTUNE if cfg.num_parallel_calls < 0 else cfg.num_parallel_calls
 
 
-def _finish(ds: tf.data.Dataset, cfg) -> Iterator[dict]:
+def _finish(ds: tf.data.Dataset, cfg, *, autotune: bool = True) -> Iterator[dict]:
     options = tf.data.Options()
+    # The evaluation pipelines run without the autotuner. Its thread sleeps for a period that
+    # doubles from 10 ms, and deleting an iterator waits for the current sleep to end: a 12 s
+    # evaluation returned after 20.5 s, a 24 s one after 41 s (benchmarks/README.md, "Evaluation
+    # throughput"). There, AUTOTUNE parallelism (`config.input.num_parallel_calls=-1`) is one call
+    # per input thread. Training keeps it: its one iterator lives as long as the run.
+    options.autotune.enabled = autotune
     if cfg.threadpool_size > 0:
         options.threading.private_threadpool_size = cfg.threadpool_size
     ds = ds.with_options(options).prefetch(cfg.prefetch)
