@@ -219,7 +219,7 @@ def get_config(arg=None):
     config.mesh.num_processes = 1
     config.mesh.process_id = 0
     # Keep freed host memory in the process ('auto' | 'true' | 'false'; vreid_jax/host_memory.py):
-    # XLA:CPU's per-step temporaries then reuse pages instead of faulting them in on every step.
+    # XLA:CPU's convolution scratch then reuses pages instead of faulting them in on every call.
     # 'auto' = where JAX runs on the CPU. Read by the CLI before JAX starts (not from a notebook).
     config.keep_host_memory = "auto"
 
