@@ -5,8 +5,9 @@ free it on return. glibc gives each thread its own arena, serves large blocks wi
 freed memory back to the kernel (`munmap`, or trimming an arena), so every step faults in and zeroes
 that memory again: measured on the 2-core CPU, a full-size GLTR train step took 570k page faults
 (2.2 GB) and about 2 s of kernel time per 6 s step. With large blocks served from the heap, the
-heap never trimmed and one arena for all threads, the pages faulted in once are reused: no faults
-after the first step, and the step 12% faster (`benchmarks/README.md`, "Host memory on the CPU").
+heap never trimmed and one arena for all threads, the pages faulted in once are reused: once the
+heap holds the most scratch the threads have used at once (a step or a few), no more faults, and
+the step 12% faster (`benchmarks/README.md`, "Host memory on the CPU").
 
 The price: the process keeps its peak host memory until it exits, and all threads share one malloc
 lock. That is why 'auto' applies it only where JAX will run on the CPU; with an accelerator the
