@@ -106,8 +106,9 @@ def get_config(arg=None):
     config.model.pretrained = ""
     # Compute dtype: 'float32' or 'bfloat16' (parameters, BN statistics and losses stay float32).
     config.model.dtype = "float32"
-    # How 1x1 convs and max-pools are computed; values and parameters are the same either way.
-    # 'auto': the CPU rewrites (1x1 convs as matrix products, the max-pool with its own gradient)
+    # How convs and max-pools are computed; values and parameters are the same either way.
+    # 'auto': the CPU rewrites (1x1 and temporal t x 1 x 1 convs as matrix products, the other
+    # convs' weight gradients as im2col matrix products, the max-pool with its own gradient)
     # where JAX's default backend is the CPU, XLA's own conv and reduce-window on GPU and TPU;
     # 'true' / 'false' force them on / off on any platform.
     config.model.fast_cpu_ops = "auto"

@@ -1,5 +1,5 @@
-"""The CPU-speed rewrites are exact: 1x1 convs as matrix products, larger convs' weight gradients as
-im2col GEMMs, the stem max-pool."""
+"""The CPU-speed rewrites are exact: 1x1 and temporal convs as matrix products, larger convs' weight
+gradients as im2col GEMMs, the stem max-pool."""
 
 import helpers
 import jax
@@ -79,6 +79,43 @@ def test_im2col_weight_gradient_equals_the_convolution(x_shape, kernel_hw, strid
     for g, e in zip(got_vjp(cotangent), expected_vjp(cotangent), strict=True):
         assert g.shape == e.shape
         np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "t, time_padding",
+    [
+        (3, (1, 1)),
+        (3, (0, 0)),
+        (5, (2, 2)),
+    ],  # zeros padding, 'edge' (padded before), a longer kernel
+)
+def test_temporal_conv_and_its_gradients_equal_the_convolution(t, time_padding):
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(2, 6, 3, 2, 5)), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(t, 1, 1, 5, 4)), jnp.float32)
+    padding = [time_padding, (0, 0), (0, 0)]
+    expected, expected_vjp = jax.vjp(lambda a, b: _lax_conv(a, b, (1, 1, 1), padding), x, kernel)
+    got, got_vjp = jax.vjp(lambda a, b: _ours(a, b, (1, 1, 1), padding), x, kernel)
+    assert "conv_general_dilated" not in str(jax.make_jaxpr(got_vjp)(expected))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    cotangent = jnp.asarray(rng.normal(size=expected.shape), jnp.float32)
+    for g, e in zip(got_vjp(cotangent), expected_vjp(cotangent), strict=True):
+        assert g.shape == e.shape
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "kernel_shape, strides, padding",
+    [
+        ((3, 1, 1, 4, 2), (2, 1, 1), [(1, 1), (0, 0), (0, 0)]),  # strided in time
+        ((3, 1, 1, 4, 2), (1, 1, 1), [(1, 1), (1, 1), (0, 0)]),  # padded in space
+        ((3, 3, 3, 4, 2), (1, 1, 1), [(1, 1), (1, 1), (1, 1)]),  # a full 3-D kernel
+    ],
+)
+def test_other_3d_convolutions_go_to_lax_unchanged(kernel_shape, strides, padding):
+    x, kernel = jnp.ones((1, 5, 4, 4, 4)), jnp.ones(kernel_shape)
+    jaxpr = str(jax.make_jaxpr(lambda a, b: _ours(a, b, strides, padding))(x, kernel))
+    assert "conv_general_dilated" in jaxpr and "dot_general" not in jaxpr
 
 
 @pytest.mark.parametrize(
@@ -236,31 +273,40 @@ def test_split_ties_share_a_windows_gradient_equally():
 
 def test_models_compute_the_same_with_and_without_the_rewrites():
     # The whole train-mode forward pass and every parameter gradient of a tiny NL3D, both ways: it
-    # holds every rewritten op (1x1, kxk and strided convs, the stem and non-local max-pools).
+    # holds every rewritten op (1x1, kxk, strided and temporal convs, the stem and non-local
+    # max-pools).
     config = helpers.tiny_config("nl3d", **{"model.dropout": 0.0})
     shape = (2, 2, config.input.height, config.input.width, 3)
-    clips = np.random.default_rng(0).normal(size=shape).astype(np.float32)
-    results = []
-    for fast in ("true", "false"):
+    rng = np.random.default_rng(0)
+    clips = rng.normal(size=shape).astype(np.float32)
+    nudged = (clips * (1 + 1e-7 * rng.normal(size=shape))).astype(np.float32)
+
+    def loss_and_grads(fast, clips):
         model_config = config.model.copy_and_resolve_references()
         model_config.fast_cpu_ops = fast
         model = models.build_model(model_config, num_classes=5)
         variables = model.init(jax.random.key(0), clips, train=False)
 
-        def loss(params, model=model, variables=variables):
+        def loss(params):
             (feats, logits), _ = model.apply(
                 {**variables, "params": params}, clips, train=True, mutable=["batch_stats"]
             )
             return jnp.sum(feats**2) + jnp.sum(logits * jnp.arange(5.0))
 
-        results.append(jax.jit(jax.value_and_grad(loss))(variables["params"]))
-    (loss_fast, grads_fast), (loss_xla, grads_xla) = results
+        return jax.jit(jax.value_and_grad(loss))(variables["params"])
+
+    loss_fast, grads_fast = loss_and_grads("true", clips)
+    loss_xla, grads_xla = loss_and_grads("false", clips)
+    _, grads_nudged = loss_and_grads("false", nudged)
     np.testing.assert_allclose(loss_fast, loss_xla, rtol=1e-5)
-    for path, g_fast in jax.tree_util.tree_leaves_with_path(grads_fast):
-        g_xla = grads_xla
-        for key in path:
-            g_xla = g_xla[key.key]
-        # Float rounding of sums taken in another order: relative to the leaf's largest entry,
-        # with a floor for leaves that are zero but for rounding (the non-local blocks' output BN).
-        atol = 1e-4 * float(jnp.max(jnp.abs(g_xla))) + 1e-6
+    leaves = (jax.tree.leaves(grads) for grads in (grads_xla, grads_nudged))
+    paths_and_fast = jax.tree_util.tree_leaves_with_path(grads_fast)
+    for (path, g_fast), g_xla, g_nudged in zip(paths_and_fast, *leaves, strict=True):
+        # The rewrites sum in another order, so they differ by float rounding, which train-mode BN
+        # over this tiny batch amplifies: nudging the clips by 1e-7 of their values moves some
+        # gradients by 1e-3 of the leaf's largest entry. So the tolerance is ten times what the
+        # nudge moved, plus 1e-4 of the largest entry and a floor for leaves that are zero but for
+        # rounding (the non-local blocks' output BN). A wrong tap or transpose moves them by O(1).
+        rounding = float(jnp.max(jnp.abs(g_xla - g_nudged)))
+        atol = 10 * rounding + 1e-4 * float(jnp.max(jnp.abs(g_xla))) + 1e-6
         np.testing.assert_allclose(g_fast, g_xla, rtol=0, atol=atol, err_msg=str(path))

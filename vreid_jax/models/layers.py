@@ -68,9 +68,10 @@ class Ops:
     """How the models compute their convolutions and max-pools; no value or parameter depends on it.
 
     Attributes:
-      fast_cpu: the CPU rewrites, 1x1 convs as matrix products (`pointwise_conv`) and the max-pool
-        as the maximum of its window's strided views with its own VJP (`max_pool.max_pool`). They
-        make XLA:CPU's backward pass fast; elsewhere XLA's own conv and reduce-window are used.
+      fast_cpu: the CPU rewrites, 1x1 and temporal convs as matrix products and the other convs'
+        weight gradients as im2col matrix products (`pointwise_conv`), and the max-pool as the
+        maximum of its window's strided views with its own VJP (`max_pool.max_pool`). They make
+        XLA:CPU's backward pass fast; elsewhere XLA's own conv and reduce-window are used.
       pool_ties: which input of a window with tied maxima gets its gradient: 'first' (the first in
         row-major order, PyTorch's rule, given by both forms above) or 'split' (shared equally,
         JAX's rule for the maximum of a reduction).

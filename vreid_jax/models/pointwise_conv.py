@@ -1,5 +1,6 @@
-"""A drop-in for `lax.conv_general_dilated` that runs 1x1 (x1) convolutions as matrix products, and
-the weight gradient of larger 2-D convolutions as one matrix product over image patches (im2col).
+"""A drop-in for `lax.conv_general_dilated` that runs 1x1 (x1) convolutions as matrix products, the
+weight gradient of larger 2-D convolutions as one matrix product over image patches (im2col), and
+`t x 1 x 1` temporal convolutions as one matrix product over time-shifted frames.
 
 Why: on XLA:CPU the weight gradient of a 1x1 convolution is lowered to a convolution whose "kernel"
 is the output gradient, which runs 2-5x slower than the equivalent matrix product
@@ -9,10 +10,10 @@ axis, the forward pass, the input gradient and the weight gradient are three pla
 every backend runs at full speed.
 
 The result equals the convolution up to float rounding (same products, a different summation
-order); the kernel keeps its `[1, ..., 1, C_in, C_out]` shape, so checkpoints and converted
-weights are unchanged. The kxk case is the same story for its weight gradient only
-(`im2col_conv`). Any other convolution goes to `lax.conv_general_dilated` unchanged. The models use
-this module where `config.model.fast_cpu_ops` says so (`layers.Ops`): on CPU by default.
+order); the kernel keeps its shape, so checkpoints and converted weights are unchanged. The kxk
+case is the same story for its weight gradient only (`im2col_conv`); the temporal case for the
+whole conv (`temporal_conv`). Any other convolution goes to `lax.conv_general_dilated` unchanged.
+The models use this module where `config.model.fast_cpu_ops` says so (`layers.Ops`): on CPU by default.
 """
 
 from __future__ import annotations
@@ -141,6 +142,45 @@ def _im2col_conv_bwd(strides, padding, residuals, grad):
 im2col_conv.defvjp(_im2col_conv_fwd, _im2col_conv_bwd)
 
 
+_NDHWC = ((0, 4, 1, 2, 3), (4, 3, 0, 1, 2), (0, 4, 1, 2, 3))
+
+
+def _is_temporal(lhs, rhs, strides, padding, lhs_dilation, rhs_dilation, numbers, groups) -> bool:
+    """A `t x 1 x 1` NDHWC/DHWIO conv (the temporal half of a (2+1)D conv) with stride 1, explicit
+    padding on the time axis only, no dilation, one group."""
+    return (
+        lhs.ndim == 5
+        and numbers is not None
+        and (tuple(numbers.lhs_spec), tuple(numbers.rhs_spec), tuple(numbers.out_spec)) == _NDHWC
+        and not isinstance(padding, str)
+        and all(tuple(p) == (0, 0) for p in padding[1:])
+        and all(s == 1 for s in strides)
+        and all(d == 1 for d in (lhs_dilation or (1,) * 3) + tuple(rhs_dilation or (1,) * 3))
+        and groups == 1
+        and rhs.shape[0] > 1
+        and rhs.shape[1:3] == (1, 1)
+    )
+
+
+def temporal_conv(x, kernel, time_padding):
+    """A `t x 1 x 1` convolution of `x` `[B, T, H, W, C_in]` with `kernel` `[t, 1, 1, C_in, C_out]`:
+    the `t` time-shifted views of the padded clip side by side on the channel axis, times the kernel
+    as a `[t*C_in, C_out]` matrix (`channel_matmul`, so both gradients are GEMMs too).
+
+    Why: XLA:CPU runs this 3-D conv slower than the GEMMs, most of all its weight gradient
+    (`benchmarks/temporal_conv.py`: NL3D's 16 temporal convs at 2 clips x 8 frames, 832 -> 612 ms
+    forward + both gradients on 2 cores; the whole NL3D train step 8.69 -> 7.85 s). The price is
+    the shifted copy, `t` times the input, kept for the backward pass.
+    """
+    t = kernel.shape[0]
+    padded = jax.numpy.pad(x, ((0, 0), time_padding, (0, 0), (0, 0), (0, 0)))
+    frames = padded.shape[1] - t + 1
+    shifted = [lax.slice_in_dim(padded, i, i + frames, axis=1) for i in range(t)]
+    return channel_matmul(
+        jax.numpy.concatenate(shifted, axis=-1), kernel.reshape(-1, kernel.shape[-1])
+    )
+
+
 def conv_general_dilated(
     lhs,
     rhs,
@@ -153,36 +193,30 @@ def conv_general_dilated(
     precision=None,
     **kwargs,
 ):
-    """`lax.conv_general_dilated` with 1x1 channels-last convolutions done by `channel_matmul`, and
-    the weight gradient of larger 2-D channels-last convolutions by `im2col_conv`."""
-    if (
-        not kwargs
-        and precision is None
-        and _is_im2col_candidate(
-            lhs, rhs, padding, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count
-        )
-    ):
-        return im2col_conv(lhs, rhs, tuple(window_strides), tuple(map(tuple, padding)))
-    if (
-        kwargs
-        or precision is not None
-        or not _is_pointwise(
-            rhs, padding, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count
-        )
-    ):
-        return lax.conv_general_dilated(
-            lhs,
-            rhs,
-            window_strides,
-            padding,
-            lhs_dilation=lhs_dilation,
-            rhs_dilation=rhs_dilation,
-            dimension_numbers=dimension_numbers,
-            feature_group_count=feature_group_count,
-            precision=precision,
-            **kwargs,
-        )
-    # A strided 1x1 conv reads every stride-th position (VALID: ceil(size / stride) outputs).
-    # lax.slice rather than indexing, which becomes a gather under symbolic shapes (export).
-    strided = lax.slice(lhs, (0,) * lhs.ndim, lhs.shape, (1, *window_strides, 1))
-    return channel_matmul(strided, rhs.reshape(rhs.shape[-2:]))
+    """`lax.conv_general_dilated` with 1x1 channels-last convolutions done by `channel_matmul`, the
+    weight gradient of larger 2-D channels-last convolutions by `im2col_conv` and temporal
+    `t x 1 x 1` convolutions by `temporal_conv`."""
+    if not kwargs and precision is None:
+        form = (lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count)
+        if _is_temporal(lhs, rhs, window_strides, padding, *form):
+            return temporal_conv(lhs, rhs, tuple(padding[0]))
+        if _is_im2col_candidate(lhs, rhs, padding, *form):
+            return im2col_conv(lhs, rhs, tuple(window_strides), tuple(map(tuple, padding)))
+        if _is_pointwise(rhs, padding, *form):
+            # A strided 1x1 conv reads every stride-th position (VALID: ceil(size / stride)
+            # outputs). lax.slice rather than indexing, which becomes a gather under symbolic
+            # shapes (export).
+            strided = lax.slice(lhs, (0,) * lhs.ndim, lhs.shape, (1, *window_strides, 1))
+            return channel_matmul(strided, rhs.reshape(rhs.shape[-2:]))
+    return lax.conv_general_dilated(
+        lhs,
+        rhs,
+        window_strides,
+        padding,
+        lhs_dilation=lhs_dilation,
+        rhs_dilation=rhs_dilation,
+        dimension_numbers=dimension_numbers,
+        feature_group_count=feature_group_count,
+        precision=precision,
+        **kwargs,
+    )
