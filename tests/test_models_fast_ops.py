@@ -35,6 +35,18 @@ def _ours(x, kernel, strides, padding):
     )
 
 
+def _assert_equals_lax(x, kernel, strides, padding, rng, gradient_tolerance):
+    """Our conv's values and both gradients equal lax's up to float rounding; returns our VJP."""
+    expected, expected_vjp = jax.vjp(lambda a, b: _lax_conv(a, b, strides, padding), x, kernel)
+    got, got_vjp = jax.vjp(lambda a, b: _ours(a, b, strides, padding), x, kernel)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    cotangent = jnp.asarray(rng.normal(size=expected.shape), jnp.float32)
+    for g, e in zip(got_vjp(cotangent), expected_vjp(cotangent), strict=True):
+        assert g.shape == e.shape
+        np.testing.assert_allclose(g, e, rtol=gradient_tolerance, atol=gradient_tolerance)
+    return got_vjp
+
+
 @pytest.mark.parametrize(
     "x_shape, strides",
     [
@@ -48,14 +60,7 @@ def test_pointwise_conv_and_its_gradients_equal_the_convolution(x_shape, strides
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=x_shape), jnp.float32)
     kernel = jnp.asarray(rng.normal(size=(1,) * len(strides) + (x_shape[-1], 3)), jnp.float32)
-    padding = [(0, 0)] * len(strides)
-    expected, expected_vjp = jax.vjp(lambda a, b: _lax_conv(a, b, strides, padding), x, kernel)
-    got, got_vjp = jax.vjp(lambda a, b: _ours(a, b, strides, padding), x, kernel)
-    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
-    cotangent = jnp.asarray(rng.normal(size=expected.shape), jnp.float32)
-    for g, e in zip(got_vjp(cotangent), expected_vjp(cotangent), strict=True):
-        assert g.shape == e.shape
-        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
+    _assert_equals_lax(x, kernel, strides, [(0, 0)] * len(strides), rng, 1e-5)
 
 
 @pytest.mark.parametrize(
@@ -71,63 +76,43 @@ def test_im2col_weight_gradient_equals_the_convolution(x_shape, kernel_hw, strid
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=x_shape), jnp.float32)
     kernel = jnp.asarray(rng.normal(size=(*kernel_hw, x_shape[-1], 6)), jnp.float32)
-    expected, expected_vjp = jax.vjp(lambda a, b: _lax_conv(a, b, strides, padding), x, kernel)
-    got, got_vjp = jax.vjp(lambda a, b: _ours(a, b, strides, padding), x, kernel)
     assert "custom_vjp_call" in str(
         jax.make_jaxpr(lambda a, b: _ours(a, b, strides, padding))(x, kernel)
     )
-    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
-    cotangent = jnp.asarray(rng.normal(size=expected.shape), jnp.float32)
-    for g, e in zip(got_vjp(cotangent), expected_vjp(cotangent), strict=True):
-        assert g.shape == e.shape
-        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)
+    _assert_equals_lax(x, kernel, strides, padding, rng, 1e-4)
 
 
 @pytest.mark.parametrize(
     "t, time_padding",
-    [
-        (3, (1, 1)),
-        (3, (0, 0)),
-        (5, (2, 2)),
-    ],  # zeros padding, 'edge' (padded before), a longer kernel
+    [(3, (1, 1)), (3, (0, 0)), (5, (2, 2))],  # zeros padding; 'edge' (padded before); 5 taps
 )
 def test_temporal_conv_and_its_gradients_equal_the_convolution(t, time_padding):
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(2, 6, 3, 2, 5)), jnp.float32)
     kernel = jnp.asarray(rng.normal(size=(t, 1, 1, 5, 4)), jnp.float32)
     padding = [time_padding, (0, 0), (0, 0)]
-    expected, expected_vjp = jax.vjp(lambda a, b: _lax_conv(a, b, (1, 1, 1), padding), x, kernel)
-    got, got_vjp = jax.vjp(lambda a, b: _ours(a, b, (1, 1, 1), padding), x, kernel)
-    assert "conv_general_dilated" not in str(jax.make_jaxpr(got_vjp)(expected))
-    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
-    cotangent = jnp.asarray(rng.normal(size=expected.shape), jnp.float32)
-    for g, e in zip(got_vjp(cotangent), expected_vjp(cotangent), strict=True):
-        assert g.shape == e.shape
-        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)
+    got_vjp = _assert_equals_lax(x, kernel, (1, 1, 1), padding, rng, 1e-4)
+    # Forward and both gradients are matrix products.
+    cotangent = jnp.zeros((2, 6 + sum(time_padding) - t + 1, 3, 2, 4))
+    assert "conv_general_dilated" not in str(jax.make_jaxpr(got_vjp)(cotangent))
+    forward = jax.make_jaxpr(lambda a, b: _ours(a, b, (1, 1, 1), padding))(x, kernel)
+    assert "conv_general_dilated" not in str(forward)
 
 
 @pytest.mark.parametrize(
-    "kernel_shape, strides, padding",
+    "x_shape, kernel_shape, strides, padding",
     [
-        ((3, 1, 1, 4, 2), (2, 1, 1), [(1, 1), (0, 0), (0, 0)]),  # strided in time
-        ((3, 1, 1, 4, 2), (1, 1, 1), [(1, 1), (1, 1), (0, 0)]),  # padded in space
-        ((3, 3, 3, 4, 2), (1, 1, 1), [(1, 1), (1, 1), (1, 1)]),  # a full 3-D kernel
+        ((1, 5, 5, 4), (3, 3, 4, 2), (1, 1), [(1, 1), (1, 1)]),  # 3x3 forward
+        ((1, 5, 5, 4), (1, 1, 4, 2), (1, 1), [(1, 1), (1, 1)]),  # padded 1x1
+        ((1, 5, 5, 4), (1, 1, 4, 2), (1, 1), "SAME"),
+        ((1, 5, 4, 4, 4), (3, 1, 1, 4, 2), (2, 1, 1), [(1, 1), (0, 0), (0, 0)]),  # strided in time
+        ((1, 5, 4, 4, 4), (3, 1, 1, 4, 2), (1, 1, 1), [(1, 1), (1, 1), (0, 0)]),  # padded in space
+        ((1, 5, 4, 4, 4), (3, 3, 3, 4, 2), (1, 1, 1), [(1, 1), (1, 1), (1, 1)]),  # a 3-D kernel
     ],
 )
-def test_other_3d_convolutions_go_to_lax_unchanged(kernel_shape, strides, padding):
-    x, kernel = jnp.ones((1, 5, 4, 4, 4)), jnp.ones(kernel_shape)
+def test_other_convolutions_go_to_lax_unchanged(x_shape, kernel_shape, strides, padding):
+    x, kernel = jnp.ones(x_shape), jnp.ones(kernel_shape)
     jaxpr = str(jax.make_jaxpr(lambda a, b: _ours(a, b, strides, padding))(x, kernel))
-    assert "conv_general_dilated" in jaxpr and "dot_general" not in jaxpr
-
-
-@pytest.mark.parametrize(
-    "kernel_shape, padding",
-    [((3, 3, 4, 2), [(1, 1), (1, 1)]), ((1, 1, 4, 2), [(1, 1), (1, 1)]), ((1, 1, 4, 2), "SAME")],
-)
-def test_other_convolutions_go_to_lax_unchanged(kernel_shape, padding):
-    x = jnp.ones((1, 5, 5, 4))
-    kernel = jnp.ones(kernel_shape)
-    jaxpr = str(jax.make_jaxpr(lambda a, b: _ours(a, b, (1, 1), padding))(x, kernel))
     assert "conv_general_dilated" in jaxpr and "dot_general" not in jaxpr
 
 
