@@ -23,6 +23,7 @@ import time
 import common
 
 STAGES = ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2))  # (width, blocks, stride)
+IMPLEMENTATIONS = ("lax", "project", "torch")
 
 
 def resnet50_convs(height: int, width: int):
@@ -90,6 +91,30 @@ def torch_times(x, kernel, grad, stride, pad, repeats, with_dx):
         }
 
 
+def tally(times: dict, used: int, totals: dict) -> tuple[dict, str]:
+    """Adds one conv's `{implementation: {op: seconds}}` to the per-step `totals` (ms, the conv
+    counted `used` times); returns its milliseconds per op and a printable summary."""
+    row = {}
+    for impl, ops in times.items():
+        for op, seconds in ops.items():
+            totals[f"{impl}_{op}_ms"] = totals.get(f"{impl}_{op}_ms", 0.0) + 1e3 * seconds * used
+        row[impl] = {op: round(1e3 * s, 2) for op, s in ops.items()}
+    line = " | ".join(
+        f"{impl} " + " ".join(f"{op} {ms:.1f}" for op, ms in ops.items())
+        for impl, ops in row.items()
+    )
+    return row, f"{line} ms"
+
+
+def summary(totals: dict) -> str:
+    """Per-step totals as 'implementation fwd/dx/dw' (ms)."""
+    t = totals
+    return ", ".join(
+        f"{impl} {t[f'{impl}_fwd_ms']:.0f}/{t[f'{impl}_dx_ms']:.0f}/{t[f'{impl}_dw_ms']:.0f}"
+        for impl in IMPLEMENTATIONS
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cores", type=int, default=1, help="Cores to pin to.")
@@ -126,13 +151,7 @@ def main() -> None:
         project_conv = functools.partial(pointwise_conv.conv_general_dilated, **conv_args)
         with_dx = name != "stem"
         jx, jk, jg = map(jnp.asarray, (x, kernel, grad))
-        row = {
-            "conv": name,
-            "input": [h, w, c_in],
-            "c_out": c_out,
-            "kernel": k,
-            "stride": stride,
-            "used": used,
+        times = {
             "lax": jax_times(lax_conv, jx, jk, jg, args.repeats, with_dx),
             "project": jax_times(project_conv, jx, jk, jg, args.repeats, with_dx),
             "torch": torch_times(
@@ -145,20 +164,19 @@ def main() -> None:
                 with_dx,
             ),
         }
-        for impl in ("lax", "project", "torch"):
-            for op, seconds in row[impl].items():
-                totals[f"{impl}_{op}_ms"] = (
-                    totals.get(f"{impl}_{op}_ms", 0.0) + 1e3 * seconds * used
-                )
-            row[impl] = {op: round(1e3 * s, 2) for op, s in row[impl].items()}  # ms
-        rows.append(row)
-        timings = " | ".join(
-            f"{impl} " + " ".join(f"{op} {ms:.1f}" for op, ms in row[impl].items())
-            for impl in ("lax", "project", "torch")
+        ms, line = tally(times, used, totals)
+        rows.append(
+            {
+                "conv": name,
+                "input": [h, w, c_in],
+                "c_out": c_out,
+                "kernel": k,
+                "stride": stride,
+                "used": used,
+                **ms,
+            }
         )
-        print(
-            f"{name:22s} x{used} {h}x{w}x{c_in}->{c_out} k{k} s{stride} | {timings} ms", flush=True
-        )
+        print(f"{name:22s} x{used} {h}x{w}x{c_in}->{c_out} k{k} s{stride} | {line}", flush=True)
     record = {
         "batch": args.batch,
         "image": [args.height, args.width, 3],
@@ -169,12 +187,9 @@ def main() -> None:
         "machine": common.machine(),
     }
     written = common.write_result("conv_backward", record, args.out)
-    t = record["totals_ms_per_step"]
-    summary = ", ".join(
-        f"{impl} {t[f'{impl}_fwd_ms']:.0f}/{t[f'{impl}_dx_ms']:.0f}/{t[f'{impl}_dw_ms']:.0f}"
-        for impl in ("lax", "project", "torch")
+    print(
+        f"conv_backward totals per ResNet-50 step (ms, fwd/dx/dw): {summary(totals)} -> {written}"
     )
-    print(f"conv_backward totals per ResNet-50 step (ms, fwd/dx/dw): {summary} -> {written}")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ import conv_backward
 
 # (stage, channels, spatial downsampling from the frame, blocks)
 STAGES = (("res2", 64, 4, 3), ("res3", 128, 8, 4), ("res4", 256, 16, 6), ("res5", 512, 16, 3))
-IMPLEMENTATIONS = ("lax", "project", "torch")
 
 
 def torch_times(x, kernel, grad, repeats):
@@ -90,18 +89,9 @@ def main() -> None:
             grad.transpose(0, 4, 1, 2, 3),
             args.repeats,
         )
-        row = {"stage": stage, "input": list(shape), "blocks": blocks}
-        for impl in IMPLEMENTATIONS:
-            for op, seconds in times[impl].items():
-                key = f"{impl}_{op}_ms"
-                totals[key] = totals.get(key, 0.0) + 1e3 * seconds * blocks
-            row[impl] = {op: round(1e3 * s, 2) for op, s in times[impl].items()}
-        rows.append(row)
-        timings = " | ".join(
-            f"{impl} " + " ".join(f"{op} {ms:.1f}" for op, ms in row[impl].items())
-            for impl in IMPLEMENTATIONS
-        )
-        print(f"{stage} x{blocks} {shape} | {timings} ms", flush=True)
+        ms, line = conv_backward.tally(times, blocks, totals)
+        rows.append({"stage": stage, "input": list(shape), "blocks": blocks, **ms})
+        print(f"{stage} x{blocks} {shape} | {line}", flush=True)
     record = {
         "clips": args.clips,
         "frames": args.frames,
@@ -114,12 +104,8 @@ def main() -> None:
         "machine": common.machine(),
     }
     written = common.write_result("temporal_conv", record, args.out)
-    t = record["totals_ms_per_step"]
-    summary = ", ".join(
-        f"{impl} {t[f'{impl}_fwd_ms']:.0f}/{t[f'{impl}_dx_ms']:.0f}/{t[f'{impl}_dw_ms']:.0f}"
-        for impl in IMPLEMENTATIONS
-    )
-    print(f"temporal_conv totals per NL3D step (ms, fwd/dx/dw): {summary} -> {written}")
+    totals_line = conv_backward.summary(totals)
+    print(f"temporal_conv totals per NL3D step (ms, fwd/dx/dw): {totals_line} -> {written}")
 
 
 if __name__ == "__main__":
