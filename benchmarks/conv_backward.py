@@ -108,9 +108,8 @@ def tally(times: dict, used: int, totals: dict) -> tuple[dict, str]:
 
 def summary(totals: dict) -> str:
     """Per-step totals as 'implementation fwd/dx/dw' (ms)."""
-    t = totals
     return ", ".join(
-        f"{impl} {t[f'{impl}_fwd_ms']:.0f}/{t[f'{impl}_dx_ms']:.0f}/{t[f'{impl}_dw_ms']:.0f}"
+        f"{impl} " + "/".join(f"{totals[f'{impl}_{op}_ms']:.0f}" for op in ("fwd", "dx", "dw"))
         for impl in IMPLEMENTATIONS
     )
 

@@ -24,27 +24,27 @@ import jax
 from jax import lax
 
 
-def _is_pointwise(kernel, padding, lhs_dilation, rhs_dilation, dimension_numbers, groups) -> bool:
-    spatial = kernel.ndim - 2
-    channels_last = dimension_numbers is not None and (
-        tuple(dimension_numbers.lhs_spec) == (0, kernel.ndim - 1, *range(1, kernel.ndim - 1))
-        and tuple(dimension_numbers.rhs_spec)
-        == (kernel.ndim - 1, kernel.ndim - 2, *range(kernel.ndim - 2))
-        and tuple(dimension_numbers.out_spec) == tuple(dimension_numbers.lhs_spec)
+def _channels_last_undilated(kernel, lhs_dilation, rhs_dilation, numbers, groups) -> bool:
+    """The form every rewrite here needs: channels-last input/output (N...C) and kernel (...IO),
+    no dilation, one group."""
+    ndim, spatial = kernel.ndim, kernel.ndim - 2
+    return (
+        numbers is not None
+        and tuple(numbers.lhs_spec) == (0, ndim - 1, *range(1, ndim - 1))
+        and tuple(numbers.rhs_spec) == (ndim - 1, ndim - 2, *range(spatial))
+        and tuple(numbers.out_spec) == tuple(numbers.lhs_spec)
+        and all(d == 1 for d in (lhs_dilation or (1,) * spatial))
+        and all(d == 1 for d in (rhs_dilation or (1,) * spatial))
+        and groups == 1
     )
+
+
+def _is_pointwise(kernel, padding) -> bool:
+    """A 1x1 (x1) conv without padding."""
     no_padding = padding == "VALID" or (
         not isinstance(padding, str) and all(tuple(p) == (0, 0) for p in padding)
     )
-    undilated = all(d == 1 for d in (lhs_dilation or (1,) * spatial)) and all(
-        d == 1 for d in (rhs_dilation or (1,) * spatial)
-    )
-    return (
-        channels_last
-        and no_padding
-        and undilated
-        and groups == 1
-        and all(k == 1 for k in kernel.shape[:spatial])
-    )
+    return no_padding and all(k == 1 for k in kernel.shape[:-2])
 
 
 @jax.custom_vjp
@@ -73,21 +73,12 @@ def _channel_matmul_bwd(residuals, grad):
 channel_matmul.defvjp(_channel_matmul_fwd, _channel_matmul_bwd)
 
 
-_NHWC = ((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))
-
-
-def _is_im2col_candidate(lhs, rhs, padding, lhs_dilation, rhs_dilation, numbers, groups) -> bool:
-    """A 2-D NHWC/HWIO conv with a kernel larger than 1x1, explicit padding, no dilation, one
-    group. (Like the whole module, only used where `config.model.fast_cpu_ops` is on: elsewhere the
-    im2col copy would cost memory for nothing.)"""
+def _is_im2col_candidate(kernel, padding) -> bool:
+    """A 2-D conv with a kernel larger than 1x1 and explicit padding. (Like the whole module, only
+    used where `config.model.fast_cpu_ops` is on: elsewhere the im2col copy would cost memory for
+    nothing.)"""
     return (
-        lhs.ndim == 4
-        and numbers is not None
-        and (tuple(numbers.lhs_spec), tuple(numbers.rhs_spec), tuple(numbers.out_spec)) == _NHWC
-        and not isinstance(padding, str)
-        and all(d == 1 for d in (lhs_dilation or (1, 1)) + tuple(rhs_dilation or (1, 1)))
-        and groups == 1
-        and rhs.shape[0] * rhs.shape[1] > 1
+        kernel.ndim == 4 and not isinstance(padding, str) and kernel.shape[0] * kernel.shape[1] > 1
     )
 
 
@@ -142,23 +133,16 @@ def _im2col_conv_bwd(strides, padding, residuals, grad):
 im2col_conv.defvjp(_im2col_conv_fwd, _im2col_conv_bwd)
 
 
-_NDHWC = ((0, 4, 1, 2, 3), (4, 3, 0, 1, 2), (0, 4, 1, 2, 3))
-
-
-def _is_temporal(lhs, rhs, strides, padding, lhs_dilation, rhs_dilation, numbers, groups) -> bool:
-    """A `t x 1 x 1` NDHWC/DHWIO conv (the temporal half of a (2+1)D conv) with stride 1, explicit
-    padding on the time axis only, no dilation, one group."""
+def _is_temporal(kernel, strides, padding) -> bool:
+    """A `t x 1 x 1` 3-D conv (the temporal half of a (2+1)D conv) with stride 1 and explicit
+    padding on the time axis only."""
     return (
-        lhs.ndim == 5
-        and numbers is not None
-        and (tuple(numbers.lhs_spec), tuple(numbers.rhs_spec), tuple(numbers.out_spec)) == _NDHWC
+        kernel.ndim == 5
+        and kernel.shape[0] > 1
+        and kernel.shape[1:3] == (1, 1)
+        and all(s == 1 for s in strides)
         and not isinstance(padding, str)
         and all(tuple(p) == (0, 0) for p in padding[1:])
-        and all(s == 1 for s in strides)
-        and all(d == 1 for d in (lhs_dilation or (1,) * 3) + tuple(rhs_dilation or (1,) * 3))
-        and groups == 1
-        and rhs.shape[0] > 1
-        and rhs.shape[1:3] == (1, 1)
     )
 
 
@@ -196,13 +180,13 @@ def conv_general_dilated(
     """`lax.conv_general_dilated` with 1x1 channels-last convolutions done by `channel_matmul`, the
     weight gradient of larger 2-D channels-last convolutions by `im2col_conv` and temporal
     `t x 1 x 1` convolutions by `temporal_conv`."""
-    if not kwargs and precision is None:
-        form = (lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count)
-        if _is_temporal(lhs, rhs, window_strides, padding, *form):
+    form = (lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count)
+    if not kwargs and precision is None and _channels_last_undilated(rhs, *form):
+        if _is_temporal(rhs, window_strides, padding):
             return temporal_conv(lhs, rhs, tuple(padding[0]))
-        if _is_im2col_candidate(lhs, rhs, padding, *form):
+        if _is_im2col_candidate(rhs, padding):
             return im2col_conv(lhs, rhs, tuple(window_strides), tuple(map(tuple, padding)))
-        if _is_pointwise(rhs, padding, *form):
+        if _is_pointwise(rhs, padding):
             # A strided 1x1 conv reads every stride-th position (VALID: ceil(size / stride)
             # outputs). lax.slice rather than indexing, which becomes a gather under symbolic
             # shapes (export).
