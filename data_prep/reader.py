@@ -29,7 +29,15 @@ SPLITS = ("train", "query", "gallery")
 # Columns of the per-tracklet table stored in the dataset's metadata by the builder.
 _KEY, _SPLIT, _PID, _CAMID, _LEN, _JUNK, _DISTRACTOR, _LABEL = range(8)
 
-__all__ = ["SPLITS", "build_metadata", "is_built", "read_split", "split_table", "summary"]
+__all__ = [
+    "SPLITS",
+    "build_metadata",
+    "is_built",
+    "read_split",
+    "split_columns",
+    "split_table",
+    "summary",
+]
 
 
 def _builder(dataset: str, data_dir: str):
@@ -83,6 +91,22 @@ def split_table(dataset: str, data_dir: str, split: str, *, split_index: int = 0
     """Per-tracklet rows `[key, split, pid, camid, num_frames, is_junk, is_distractor, label]` of a
     split, from the build's metadata (no shard is read), in key order."""
     return _rows(dataset, _builder(dataset, data_dir).info.metadata, split, split_index)
+
+
+def split_columns(dataset: str, data_dir: str, split: str, *, split_index: int = 0) -> dict:
+    """`split_table` as numpy arrays, in record order: `key` (str), `pid`, `camid`, `num_frames`,
+    `is_junk`, `is_distractor`, `label`. What evaluation keeps of a tracklet, without reading a shard."""
+    rows = split_table(dataset, data_dir, split, split_index=split_index)
+    columns = (
+        ("key", _KEY, str),
+        ("pid", _PID, np.int64),
+        ("camid", _CAMID, np.int32),
+        ("num_frames", _LEN, np.int32),
+        ("is_junk", _JUNK, bool),
+        ("is_distractor", _DISTRACTOR, bool),
+        ("label", _LABEL, np.int64),
+    )
+    return {name: np.array([r[i] for r in rows], dtype) for name, i, dtype in columns}
 
 
 def read_split(dataset: str, data_dir: str, split: str, *, split_index: int = 0):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vreid_jax.data import datasets, pipeline, preview
+from vreid_jax.data import datasets, pipeline, preview, tracklets
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +69,37 @@ def test_pipelines_run_on_the_built_dataset(data, config):
     too_big.height = 256
     with pytest.raises(ValueError, match=r"config\.input\.height=256 exceeds .* 64x32"):
         pipeline.train_batches(data.train, too_big, seed=0, start_step=0)
+
+
+def test_test_splits_are_streamed_and_reprs_say_sizes(data, config):
+    assert data.train.random_access and not data.query.random_access
+    assert not data.gallery.random_access and not data.stored_gallery.random_access
+    text = repr(data)
+    assert len(text) < 400 and f"{len(data.gallery)} tracklets" in text, text
+    assert "encoded MB held" in data.log_summary() and "streamed" in data.log_summary()
+    # Rows front to back, then back to the start (a new pass): each the tracklet of its key.
+    gallery = data.gallery
+    for row in (0, len(data.query), len(gallery) - 1, 1):
+        assert len(gallery.frames[row]) == gallery.lengths[row]
+    # Evaluation only: the training split's frames are not read; the class count is the same.
+    evaluation = datasets.load(config.data, seed=0, with_train=False)
+    assert evaluation.train is None and evaluation.num_classes == data.num_classes
+    assert [row[0] for row in evaluation.summary_rows()] == ["query", "gallery"]
+
+
+def test_streamed_frames_refuse_shards_that_disagree_with_their_metadata():
+    examples = [{"tracklet_key": b"a", "frames": [b"x"]}, {"tracklet_key": b"c", "frames": [b"y"]}]
+    frames = tracklets.StreamedFrames(
+        lambda: iter(examples), np.array(["a", "b"]), np.array([1, 1]), "mars/query"
+    )
+    assert frames[0] == [b"x"]
+    with pytest.raises(ValueError, match=r"mars/query: record 1 is 'c' .* says 'b'"):
+        frames[1]
+    short = tracklets.StreamedFrames(
+        lambda: iter(examples[:1]), np.array(["a", "b"]), np.array([1, 1]), "mars/query"
+    )
+    with pytest.raises(ValueError, match="the shards end after 1 tracklets"):
+        short[1]
 
 
 def test_preview_writes_a_contact_sheet(data, config, tmp_path):

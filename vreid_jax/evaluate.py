@@ -119,7 +119,10 @@ def protocols(qf, gf, data, eval_config, headline: Ranking) -> dict[str, dict]:
             official,
         )
     results = {}
-    for gallery_name, (gallery_distmat, gallery) in sorted(galleries.items(), key=str):
+    # Sorted by name only: an item's repr would be its whole gallery.
+    for gallery_name, (gallery_distmat, gallery) in sorted(
+        galleries.items(), key=lambda item: str(item[0])
+    ):
         if gallery_name != data.gallery_choice and not _any_valid_query(data.query, gallery):
             # E.g. a small synthetic set whose queries have their only match among the queries.
             logging.warning("No query has a match in the %s gallery: not reported.", gallery_name)
@@ -144,9 +147,10 @@ def _any_valid_query(query, gallery) -> bool:
 def evaluate(extractor, variables, data, config) -> Ranking:
     """Features of `data.query` and `data.gallery` by `extractor` (`features.extractor_for`) at
     `variables`, ranked by `config.eval`'s protocol (the headline) and by every other
-    (`protocols`)."""
+    (`protocols`). Each tracklet is extracted once: a gallery that holds the queries reuses their
+    features."""
     qf = extractor(variables, data.query)
-    gf = extractor(variables, data.gallery)
+    gf = data.gallery_features(lambda index: extractor(variables, index), qf)
     ranking = rank(qf, gf, data.query, data.gallery, config.eval)
     ranking.metrics["protocols"] = protocols(qf, gf, data, config.eval, ranking)
     return ranking

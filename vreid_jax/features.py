@@ -9,6 +9,11 @@ clips, frame-sequence extractors a fixed-size batch of frames for the encoder an
 a few length buckets for the temporal head. So a 920-frame tracklet neither recompiles nor runs out
 of memory. Batches arrive as uint8 pixels and are normalised inside the compiled functions
 (`vreid_jax.data.pixels`).
+
+Nothing grows with the size of the test set but the result: each batch's outputs are folded into
+their tracklets as they come back (a running sum of clip features; a tracklet's frame features until
+its last frame arrives and the temporal head runs), so the host holds one feature per tracklet,
+not one per clip or frame (681k frame features of 2,048 floats would be 5.6 GB on MARS).
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ class ClipAverage:
         self.config, self.mesh = config, mesh
         self._clips = _jit(functools.partial(clip_features, model), mesh, num_batched=1)
         self._batch = _process_batch(config.eval.batch_size, mesh, "config.eval.batch_size")
+        _check_aggregate(config.eval.aggregate)
 
     def lowered(self, variables) -> dict:
         """`{name: jax.stages.Lowered}`: the compiled function of an evaluation, lowered at its
@@ -81,11 +87,9 @@ class ClipAverage:
             any_frame_size=any_frame_size,
         )
         fn = functools.partial(self._clips, variables)
-        feats, fields = _run_batches(fn, batches, num_batches, self.mesh, ("clips",), progress)
-        keep = fields["mask"]
-        return _segment_reduce(
-            feats[keep], fields["tracklet"][keep], len(index), cfg.eval.aggregate
-        )
+        pooled = _Pooled(len(index), cfg.eval.aggregate)
+        _run_batches(fn, batches, num_batches, self.mesh, ("clips",), pooled.add, progress)
+        return pooled.result()
 
 
 class FrameSequence:
@@ -132,43 +136,75 @@ class FrameSequence:
             process_count=jax.process_count(),
             any_frame_size=any_frame_size,
         )
+        heads = _SequenceHeads(
+            functools.partial(self._head, variables),
+            index.lengths,
+            self.config.eval.length_buckets,
+            self.mesh,
+        )
         fn = functools.partial(self._encode, variables)
-        frame_feats, fields = _run_batches(
-            fn, batches, num_batches, self.mesh, ("frames",), progress
-        )
-        keep = fields["mask"]
-        return self._heads(
-            variables,
-            frame_feats[keep],
-            fields["tracklet"][keep],
-            fields["position"][keep],
-            len(index),
-        )
+        _run_batches(fn, batches, num_batches, self.mesh, ("frames",), heads.add, progress)
+        return heads.result()
 
-    def _heads(self, variables, frame_feats, tracklet, position, num_tracklets):
-        """Runs the temporal head over whole tracklets, padded to length buckets with a mask."""
-        lengths = np.bincount(tracklet, minlength=num_tracklets)
-        buckets = np.array([bucket_length(n, self.config.eval.length_buckets) for n in lengths])
-        head_batch = self.mesh.devices.size  # One tracklet per device per call.
-        out = None
-        for bucket in np.unique(buckets):
-            ids = np.flatnonzero(buckets == bucket)
-            padded_count = -(-len(ids) // head_batch) * head_batch
-            seqs = np.zeros((padded_count, bucket, frame_feats.shape[1]), np.float32)
-            mask = np.zeros((padded_count, bucket), bool)
-            rows = np.searchsorted(ids, tracklet)
-            sel = np.isin(tracklet, ids)
-            seqs[rows[sel], position[sel]] = frame_feats[sel]
-            mask[rows[sel], position[sel]] = True
-            for start in range(0, padded_count, head_batch):
-                local = _process_rows(start, head_batch)
-                arrays = parallel.host_to_global({"f": seqs[local], "m": mask[local]}, self.mesh)
-                feats = _gather(self._head(variables, arrays["f"], arrays["m"]))
-                if out is None:
-                    out = np.zeros((num_tracklets, feats.shape[1]), np.float32)
-                valid = ids[start : start + head_batch]
-                out[valid] = feats[: len(valid)]
-        return out
+
+class _SequenceHeads:
+    """Runs a temporal head over whole tracklets as their frame features arrive.
+
+    A tracklet's frame features are collected until its last frame has come back; it then waits in
+    the queue of its length bucket (padded, with a mask), and a full queue, one tracklet per device,
+    goes through the head. Every process sees the same gathered features in the same order, so all
+    call the head the same number of times (a multi-host requirement).
+    """
+
+    def __init__(self, head, lengths, length_buckets, mesh):
+        self.head, self.lengths, self.mesh = head, np.asarray(lengths), mesh
+        self.buckets = np.array([bucket_length(n, length_buckets) for n in self.lengths])
+        self.batch = mesh.devices.size  # One tracklet per device per call.
+        self.partial: dict[int, list] = {}  # tracklet -> [features [length, F], frames received]
+        # bucket -> [(tracklet, features)] waiting for a full head batch
+        self.queues: dict[int, list] = collections.defaultdict(list)
+        self.out = None
+
+    def add(self, frame_feats, fields) -> None:
+        keep = fields["mask"]
+        frame_feats = frame_feats[keep]
+        tracklet, position = fields["tracklet"][keep], fields["position"][keep]
+        for t in np.unique(tracklet):
+            rows = tracklet == t
+            entry = self.partial.setdefault(
+                int(t), [np.zeros((self.lengths[t], frame_feats.shape[1]), np.float32), 0]
+            )
+            entry[0][position[rows]] = frame_feats[rows]
+            entry[1] += int(rows.sum())
+            if entry[1] == self.lengths[t]:
+                del self.partial[int(t)]
+                queue = self.queues[int(self.buckets[t])]
+                queue.append((int(t), entry[0]))
+                if len(queue) == self.batch:
+                    self._run(int(self.buckets[t]))
+
+    def result(self) -> np.ndarray:
+        for bucket in sorted(self.queues):
+            if self.queues[bucket]:
+                self._run(bucket)
+        if self.partial:
+            raise RuntimeError(f"Tracklets {sorted(self.partial)[:5]} did not receive every frame.")
+        return self.out
+
+    def _run(self, bucket: int) -> None:
+        """The head over the queue of `bucket` (padded to one tracklet per device)."""
+        queue, self.queues[bucket] = self.queues[bucket], []
+        seqs = np.zeros((self.batch, bucket, queue[0][1].shape[1]), np.float32)
+        mask = np.zeros((self.batch, bucket), bool)
+        for row, (_, feats) in enumerate(queue):
+            seqs[row, : len(feats)] = feats
+            mask[row, : len(feats)] = True
+        local = _process_rows(0, self.batch)
+        arrays = parallel.host_to_global({"f": seqs[local], "m": mask[local]}, self.mesh)
+        feats = _gather(self.head(arrays["f"], arrays["m"]))
+        if self.out is None:
+            self.out = np.zeros((len(self.lengths), feats.shape[1]), np.float32)
+        self.out[[t for t, _ in queue]] = feats[: len(queue)]
 
 
 EXTRACTORS = {registry.CLIP_AVERAGE: ClipAverage, registry.FRAME_SEQUENCE: FrameSequence}
@@ -223,24 +259,24 @@ def _gather(x):
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
-def _run_batches(fn, batches, num_batches: int, mesh, array_keys: tuple[str, ...], progress=None):
-    """Runs `fn(*arrays)` over batches sharded on 'data'; returns gathered host outputs and the
-    gathered non-array fields (tracklet ids, masks, positions) of every batch, concatenated.
+def _run_batches(
+    fn, batches, num_batches: int, mesh, array_keys: tuple[str, ...], consume, progress=None
+) -> None:
+    """Runs `fn(*arrays)` over batches sharded on 'data' and hands each batch's gathered host
+    output, with its gathered non-array fields (tracklet ids, masks, positions), to
+    `consume(output, fields)`, in batch order.
 
     The device is kept busy: batch i + 1 is read, transferred and dispatched before batch i's
     output is brought back (`_IN_FLIGHT` batches at a time), so reading, transfers and compute
     overlap instead of taking turns.
     """
-    outputs, fields = [], {}
     advance = progress(num_batches) if progress else lambda: None
     in_flight = collections.deque()
 
     def collect_oldest():
         output, batch = in_flight.popleft()
-        outputs.append(_gather(output))
-        for key, value in batch.items():
-            if key not in array_keys:
-                fields.setdefault(key, []).append(_gather(value))
+        fields = {k: _gather(v) for k, v in batch.items() if k not in array_keys}
+        consume(_gather(output), fields)
         advance()
 
     for _ in range(num_batches):
@@ -249,27 +285,52 @@ def _run_batches(fn, batches, num_batches: int, mesh, array_keys: tuple[str, ...
         output = fn(*(arrays[k] for k in array_keys))
         if jax.process_count() == 1:
             output.copy_to_host_async()  # The copy back starts as soon as the result is ready.
-        in_flight.append((output, batch))
+        # Keep only the small fields: the pixels are on the device now.
+        in_flight.append((output, {k: v for k, v in batch.items() if k not in array_keys}))
         if len(in_flight) > _IN_FLIGHT:
             collect_oldest()
     while in_flight:
         collect_oldest()
-    return np.concatenate(outputs), {k: np.concatenate(v) for k, v in fields.items()}
 
 
-def _segment_reduce(values, segment_ids, num_segments: int, how: str) -> np.ndarray:
-    """Mean or max of `values` rows per segment (tracklet)."""
-    out_shape = (num_segments,) + values.shape[1:]
-    if how == "mean":
-        sums = np.zeros(out_shape, np.float64)
-        np.add.at(sums, segment_ids, values)
-        counts = np.bincount(segment_ids, minlength=num_segments).astype(np.float64)
-        return (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
-    if how == "max":
-        out = np.full(out_shape, -np.inf, np.float32)
-        np.maximum.at(out, segment_ids, values)
-        return out
-    raise UserError(f"config.eval.aggregate={how!r}; expected 'mean' or 'max'.")
+AGGREGATES = ("mean", "max")
+
+
+def _check_aggregate(how: str) -> None:
+    if how not in AGGREGATES:
+        raise UserError(f"config.eval.aggregate={how!r}; expected one of {AGGREGATES}.")
+
+
+class _Pooled:
+    """The mean or max (`config.eval.aggregate`) of clip features per tracklet, folded in batch by
+    batch: what is held is one running row per tracklet."""
+
+    def __init__(self, num_tracklets: int, how: str):
+        _check_aggregate(how)
+        self.num_tracklets, self.how = num_tracklets, how
+        self.pooled = None
+        self.counts = np.zeros(num_tracklets, np.int64)
+
+    def add(self, feats, fields) -> None:
+        keep = fields["mask"]
+        feats, tracklet = feats[keep], fields["tracklet"][keep]
+        if self.pooled is None:
+            shape = (self.num_tracklets,) + feats.shape[1:]
+            self.pooled = (
+                np.zeros(shape, np.float64)
+                if self.how == "mean"
+                else np.full(shape, -np.inf, np.float32)
+            )
+        if self.how == "mean":
+            np.add.at(self.pooled, tracklet, feats)
+        else:
+            np.maximum.at(self.pooled, tracklet, feats)
+        np.add.at(self.counts, tracklet, 1)
+
+    def result(self) -> np.ndarray:
+        if self.how == "max":
+            return self.pooled
+        return (self.pooled / np.maximum(self.counts, 1)[:, None]).astype(np.float32)
 
 
 def _process_rows(start: int, global_batch: int) -> slice:

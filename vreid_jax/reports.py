@@ -135,16 +135,21 @@ def _write_ranked_lists(out_dir: str, distmat, data, eval_config) -> None:
     os.makedirs(out_dir, exist_ok=True)
     query, gallery = data.query, data.gallery
     picks = np.linspace(0, len(query) - 1, min(eval_config.num_ranked_queries, len(query)))
+    ranked = {}
     for qi in np.unique(picks.astype(int)):
         order = np.argsort(distmat[qi], kind="stable")
         # The ranking a user sees skips what the protocol ignores (same pid and camera, junk).
         ignored = ((gallery.pids == query.pids[qi]) & (gallery.camids == query.camids[qi])) | (
             gallery.pids == -1
         )
-        order = [g for g in order if not ignored[g]][: eval_config.ranked_top_k]
+        ranked[int(qi)] = [int(g) for g in order if not ignored[g]][: eval_config.ranked_top_k]
+    # Frames are read in row order: one pass over a streamed split, not one per picture.
+    query_frames = _previews(query, ranked)
+    gallery_frames = _previews(gallery, {g for order in ranked.values() for g in order})
+    for qi, order in ranked.items():
         entries = [
             (
-                _frames_preview(gallery, g),
+                gallery_frames[g],
                 bool(gallery.pids[g] == query.pids[qi]),
                 f"id {gallery.pids[g]} cam {gallery.camids[g] + 1}\nd={distmat[qi, g]:.2f}",
             )
@@ -152,13 +157,19 @@ def _write_ranked_lists(out_dir: str, distmat, data, eval_config) -> None:
         ]
         viz.save_ranked_list(
             os.path.join(out_dir, f"query_{qi:05d}.png"),
-            _frames_preview(query, qi),
+            query_frames[qi],
             f"query id {query.pids[qi]} cam {query.camids[qi] + 1}",
             entries,
         )
 
 
-def _frames_preview(index, i: int, count: int = 4) -> list[np.ndarray]:
-    frames = index.frames[i]
-    picks = np.unique(np.linspace(0, len(frames) - 1, min(count, len(frames))).astype(int))
-    return [np.asarray(Image.open(io.BytesIO(frames[p])).convert("RGB")) for p in picks]
+def _previews(index, rows, count: int = 4) -> dict[int, list[np.ndarray]]:
+    """Up to `count` decoded frames, evenly spaced, of each tracklet at `rows`, read in row order."""
+    previews = {}
+    for row in sorted(rows):
+        frames = index.frames[row]
+        picks = np.unique(np.linspace(0, len(frames) - 1, min(count, len(frames))).astype(int))
+        previews[row] = [
+            np.asarray(Image.open(io.BytesIO(frames[p])).convert("RGB")) for p in picks
+        ]
+    return previews

@@ -131,7 +131,7 @@ def evaluate_checkpoint(config, workdir: str) -> dict:
     with checkpoint.Checkpointer(ckpt_dir) as ckpt:
         step = trained.resolve_step(ckpt, step, config.eval.checkpoint)  # Before any data is read.
         mesh = parallel.make_mesh()
-        data = train.load_data(config)
+        data = train.load_data(config, with_train=False)
         model = models.build_model(config.model, data.num_classes)
         abstract = state_lib.abstract_variables(model, state_lib.init_clips(config.input), mesh)
         expected = train.checkpoint_meta(config, data)

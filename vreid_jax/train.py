@@ -125,14 +125,16 @@ class _StopRequest:
             signal.signal(sig, handler)
 
 
-def load_data(config):
-    """This process's share of the configured dataset (generated first if synthetic and missing)."""
+def load_data(config, *, with_train: bool = True):
+    """This process's share of the configured dataset (generated first if synthetic and missing);
+    without `with_train`, the training split's frames are not read (`datasets.load`)."""
     data = datasets.load(
         config.data,
         mars_gallery=config.eval.mars_gallery,
         seed=config.seed,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
+        with_train=with_train,
     )
     data.log_summary()
     return data

@@ -1,7 +1,9 @@
 """The dataset registry: loads a built dataset's splits into tracklet indices, per protocol.
 
-`load` reads the training split once without decoding, keeping this process's identity slice, and
-the full query and gallery sets, composed by the dataset's evaluation protocol. With
+`load` reads the training split once without decoding, keeping this process's identity slice in
+memory (the P x K sampler needs random access). Query and gallery are streamed: their per-tracklet
+arrays come from the build's metadata and their frames are read from the shards as evaluation
+reaches them (`tracklets.StreamedFrames`), so a test set of any size costs no memory. With
 `config.data.synthetic.enabled`, a missing dataset is first generated in the real on-disk layout and built by
 the real converter (`data_prep`), once, by process 0.
 """
@@ -27,15 +29,16 @@ MARS_GALLERIES = ("official", "torchreid")
 _BUILD_WAIT_SECONDS = 3600.0
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(repr=False)
 class ReidData:
     """One dataset, loaded for one process.
 
     Attributes:
       train: this process's identity slice of the training split (`label % process_count ==
-        process_index`), with `label_counts` over all processes.
-      query: every query tracklet.
-      gallery: every gallery tracklet of the protocol.
+        process_index`), with `label_counts` over all processes; None when loaded for evaluation only.
+      query: every query tracklet (streamed).
+      gallery: every gallery tracklet of the protocol (streamed); with the 'official' MARS/LS-VID
+        gallery, the queries followed by `stored_gallery`.
       num_classes: training identities over all processes.
       num_train_tracklets: training tracklets over all processes.
       name: dataset name.
@@ -45,7 +48,7 @@ class ReidData:
         'torchreid' (the stored gallery alone); None for the others.
     """
 
-    train: TrackletIndex
+    train: TrackletIndex | None
     query: TrackletIndex
     gallery: TrackletIndex
     num_classes: int
@@ -53,14 +56,25 @@ class ReidData:
     name: str
     protocol: str
     gallery_choice: str | None = None
+    stored_gallery: TrackletIndex | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"ReidData({self.protocol}: train {self.train!r}, query {self.query!r}, "
+            f"gallery {self.gallery!r})"
+        )
+
+    def gallery_features(self, extract, query_features: np.ndarray) -> np.ndarray:
+        """The gallery's features by `extract(index)`, given the queries' own: when the gallery
+        starts with the queries (MARS/LS-VID 'official'), theirs are reused, not extracted again."""
+        if self.gallery_choice == "official":
+            return np.concatenate([query_features, extract(self.stored_gallery)])
+        return extract(self.gallery)
 
     def summary_rows(self) -> list[list]:
         """Rows of the summary table (header `tracklets.SUMMARY_HEADER`); train is this process's slice."""
-        return [
-            self.train.summary_row("train (this process)"),
-            self.query.summary_row("query"),
-            self.gallery.summary_row("gallery"),
-        ]
+        rows = [] if self.train is None else [self.train.summary_row("train (this process)")]
+        return rows + [self.query.summary_row("query"), self.gallery.summary_row("gallery")]
 
     def log_summary(self) -> str:
         """Logs and returns the summary table."""
@@ -78,6 +92,7 @@ def load(
     seed: int = 0,
     process_index: int = 0,
     process_count: int = 1,
+    with_train: bool = True,
 ) -> ReidData:
     """Loads `config.data` for this process.
 
@@ -90,9 +105,11 @@ def load(
       seed: seed of the synthetic dataset, if one is generated.
       process_index: this process.
       process_count: number of processes.
+      with_train: read the training split's frames (False for evaluation only: the class count
+        then comes from the build's metadata, and `train` is None).
 
     Raises:
-      ValueError: unknown name or gallery, an empty split, a missing non-synthetic dataset.
+      UserError: unknown name or gallery, an empty split, a missing non-synthetic dataset.
     """
     name = data_config.name
     if name not in NAMES:
@@ -104,40 +121,88 @@ def load(
     data_dir = ensure_built(data_config, seed=seed, process_index=process_index)
     from data_prep import reader  # noqa: PLC0415  (TFDS only when data is actually read)
 
-    def read(split, **kw):
-        ds = reader.read_split(name, data_dir, split, split_index=data_config.split)
-        if split == "gallery" and name in GALLERY_WITHOUT_QUERIES:
-            ds = ds.filter(lambda example: ~example["is_junk"])
-        return tracklets.from_split(ds.as_numpy_iterator(), source=f"{name}/{split}", **kw)
+    split_index = data_config.split
 
-    train = read("train", process_index=process_index, process_count=process_count)
-    if train.label_counts is None:
-        raise UserError(
-            f"The training split of {name!r} in config.data.data_dir={data_dir!r} is empty "
-            "(or has unlabelled tracklets)."
-        )
-    query, gallery = read("query"), read("gallery")
-    for split, split_index in (("query", query), ("gallery", gallery)):
-        if not len(split_index):
+    def split(split_name):
+        """(metadata columns, opener of the examples) of a split, junk dropped from a stored
+        gallery that excludes the queries."""
+        columns = reader.split_columns(name, data_dir, split_name, split_index=split_index)
+        drop_junk = split_name == "gallery" and name in GALLERY_WITHOUT_QUERIES
+        if drop_junk:
+            columns = {k: v[~columns["is_junk"]] for k, v in columns.items()}
+        if not len(columns["key"]):
             raise UserError(
-                f"The {split} split of {name!r} in config.data.data_dir={data_dir!r} is empty."
+                f"The {split_name} split of {name!r} in config.data.data_dir={data_dir!r} is empty."
             )
+
+        def open_split():
+            ds = reader.read_split(name, data_dir, split_name, split_index=split_index)
+            if drop_junk:
+                ds = ds.filter(lambda example: ~example["is_junk"])
+            return ds
+
+        return columns, open_split
+
+    train_columns, open_train = split("train")
+    label_counts = tracklets.count_labels(train_columns["label"], f"{name}/train")
+    if label_counts is None:
+        raise UserError(
+            f"The training split of {name!r} in config.data.data_dir={data_dir!r} has unlabelled "
+            "tracklets."
+        )
+    train = None
+    if with_train:
+        train = _read_train(
+            open_train(), train_columns, label_counts, f"{name}/train", process_index, process_count
+        )
+
+    def streamed(split_name):
+        columns, open_split = split(split_name)
+        # Only what evaluation uses crosses into Python, read ahead while the current one is used.
+        opener = lambda: (
+            open_split()
+            .map(lambda e: {"frames": e["frames"], "tracklet_key": e["tracklet_key"]})
+            .prefetch(2)
+            .as_numpy_iterator()
+        )
+        return tracklets.streamed(columns, opener, f"{name}/{split_name}")
+
+    query = streamed("query")
+    gallery = stored_gallery = streamed("gallery")
     protocol = name
     if name in GALLERY_WITHOUT_QUERIES:
         protocol = f"{name}-{mars_gallery}"
         if mars_gallery == "official":
-            gallery = TrackletIndex.concatenate(query, gallery)
+            gallery = TrackletIndex.concatenate(query, stored_gallery)
     elif name in MULTI_SPLIT:
-        protocol = f"{name}-split{data_config.split}"
+        protocol = f"{name}-split{split_index}"
     return ReidData(
         train=train,
         query=query,
         gallery=gallery,
-        num_classes=len(train.label_counts),
-        num_train_tracklets=int(np.sum(train.label_counts)),
+        num_classes=len(label_counts),
+        num_train_tracklets=int(np.sum(label_counts)),
         name=name,
         protocol=protocol,
         gallery_choice=mars_gallery if name in GALLERY_WITHOUT_QUERIES else None,
+        stored_gallery=stored_gallery,
+    )
+
+
+def _read_train(ds, columns, label_counts, source, process_index, process_count) -> TrackletIndex:
+    """This process's identity slice of the training split, frames in memory. Other processes'
+    tracklets are dropped inside tf.data, before their frames reach Python."""
+    mine = columns["label"] % process_count == process_index
+    if process_count > 1:
+        ds = ds.filter(lambda example: example["label"] % process_count == process_index)
+    return tracklets.from_split(
+        ds.prefetch(4).as_numpy_iterator(),
+        source=source,
+        process_index=process_index,
+        process_count=process_count,
+        label_counts=label_counts,
+        total=int(mine.sum()),
+        progress=process_index == 0,
     )
 
 

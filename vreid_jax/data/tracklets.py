@@ -1,9 +1,16 @@
-"""The in-RAM tracklet index: encoded frames per tracklet plus identity, label and camera arrays.
+"""The tracklet index: identity, label, camera and length arrays, plus each tracklet's encoded frames.
 
-PK sampling needs random access to tracklets, which TFRecord lacks, so a split is read once without
-decoding and held here; only the sampled frames are ever decoded. A training index keeps only this
-process's identity slice (`label % process_count == process_index`), so its memory is proportional to
-the encoded bytes of that slice (MARS train is about 3 GB encoded in total).
+Two kinds of frame storage, one interface (`index.frames[row]` is the tracklet's list of encoded
+frames):
+- In memory (a list of lists of bytes): the training split, because PK sampling needs random access
+  to tracklets, which TFRecord lacks. It is read once without decoding, keeping only this process's
+  identity slice (`label % process_count == process_index`), so its memory is the encoded bytes of
+  that slice (MARS train: about 2.5 GB in all). Your own tracklets (`vreid_jax.tracks`) too.
+- Streamed from the shards (`StreamedFrames`): query and gallery. Evaluation reads tracklets front to
+  back, so one sequential pass holds one tracklet at a time, whatever the size of the test set; the
+  per-tracklet arrays come from the build's metadata without reading a shard.
+
+Reprs of these classes give sizes, never contents: a test set's frames are gigabytes.
 """
 
 from __future__ import annotations
@@ -11,7 +18,8 @@ from __future__ import annotations
 import dataclasses
 import io
 import sys
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 from absl import logging
@@ -20,12 +28,83 @@ from PIL import Image
 from vreid_jax.errors import UserError
 
 
-@dataclasses.dataclass
+class StreamedFrames:
+    """The encoded frames of a split's tracklets, read from its shards in order, one at a time.
+
+    `frames[row]` advances one sequential reader to `row` and returns that tracklet's frames; only
+    the current tracklet is held. Rows asked for in increasing order (as evaluation does) cost one
+    pass over the split; a row before the current one starts a new pass. Each record read is checked
+    against the index's key and length, so shards that disagree with their metadata fail loudly.
+    """
+
+    def __init__(self, open_split: Callable[[], Iterator[Mapping]], keys, lengths, source: str):
+        """`open_split()` yields the split's examples in index order, as
+        `data_prep.reader.read_split(...).as_numpy_iterator()` does."""
+        self._open, self._keys, self._lengths, self.source = open_split, keys, lengths, source
+        self._reader, self._row, self._frames = None, -1, None
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __repr__(self) -> str:
+        return f"StreamedFrames({self.source}: {len(self)} tracklets, read in order)"
+
+    def __getitem__(self, row) -> list[bytes]:
+        row = int(row)
+        if not 0 <= row < len(self):
+            raise IndexError(f"{self.source}: row {row} outside 0..{len(self) - 1}.")
+        if row < self._row or self._reader is None:
+            self._reader, self._row = iter(self._open()), -1
+        while self._row < row:
+            example = next(self._reader, None)
+            self._row += 1
+            if example is None:
+                raise ValueError(
+                    f"{self.source}: the shards end after {self._row} tracklets; the dataset's "
+                    f"metadata lists {len(self)}. Rebuild the dataset with data_prep.build."
+                )
+            if self._row == row:
+                self._frames = self._checked(example, row)
+        return self._frames
+
+    def _checked(self, example, row: int) -> list[bytes]:
+        key, frames = _text(example["tracklet_key"]), [bytes(f) for f in example["frames"]]
+        if key != self._keys[row] or len(frames) != self._lengths[row]:
+            raise ValueError(
+                f"{self.source}: record {row} is {key!r} with {len(frames)} frames; the dataset's "
+                f"metadata says {self._keys[row]!r} with {self._lengths[row]}. The shards and their "
+                "metadata disagree: rebuild the dataset with data_prep.build."
+            )
+        return frames
+
+
+class ChainedFrames:
+    """The frames of two indices, one after the other (e.g. MARS's official gallery: the queries,
+    then the stored gallery), without copying either."""
+
+    def __init__(self, first, second):
+        self.first, self.second = first, second
+
+    def __len__(self) -> int:
+        return len(self.first) + len(self.second)
+
+    def __repr__(self) -> str:
+        return f"ChainedFrames({self.first!r}, {self.second!r})"
+
+    def __getitem__(self, row) -> list[bytes]:
+        row = int(row)
+        n = len(self.first)
+        return self.first[row] if row < n else self.second[row - n]
+
+
+@dataclasses.dataclass(repr=False)
 class TrackletIndex:
     """Tracklets of one split (or one process's slice of it).
 
     Attributes:
-      frames: encoded frames (JPEG/PNG bytes) per tracklet, in temporal order.
+      frames: encoded frames (JPEG/PNG bytes) per tracklet, in temporal order: a list (of lists of
+        bytes, or of `tracks.sources.FrameFiles`), or a `StreamedFrames` / `ChainedFrames` read in
+        row order.
       pids: raw person id per tracklet, int64 [N] (-1 junk, 0 distractor where the dataset has them).
       labels: training label (0..num_classes-1) per tracklet, int64 [N]; -1 outside the train split.
       camids: 0-based camera per tracklet, int32 [N].
@@ -35,7 +114,7 @@ class TrackletIndex:
         int64 [num_classes]; None elsewhere.
     """
 
-    frames: list[list[bytes]]
+    frames: list[list[bytes]] | StreamedFrames | ChainedFrames
     pids: np.ndarray
     labels: np.ndarray
     camids: np.ndarray
@@ -55,14 +134,29 @@ class TrackletIndex:
                 raise ValueError(
                     f"TrackletIndex.{name} has {len(getattr(self, name))} rows, frames {n}."
                 )
-        for i, frames in enumerate(self.frames):
-            if len(frames) != self.lengths[i] or not frames:
-                raise ValueError(
-                    f"Tracklet {self.keys[i]!r}: {len(frames)} encoded frames, length {self.lengths[i]}."
-                )
+        if (self.lengths <= 0).any():
+            row = int(np.argmin(self.lengths))
+            raise ValueError(f"Tracklet {self.keys[row]!r} has {self.lengths[row]} frames.")
+        if self.random_access:  # Streamed frames are checked as they are read.
+            for i, frames in enumerate(self.frames):
+                if len(frames) != self.lengths[i]:
+                    raise ValueError(
+                        f"Tracklet {self.keys[i]!r}: {len(frames)} encoded frames, length "
+                        f"{self.lengths[i]}."
+                    )
 
     def __len__(self) -> int:
         return len(self.frames)
+
+    def __repr__(self) -> str:
+        where = "random access" if self.random_access else "streamed"
+        return f"TrackletIndex({len(self)} tracklets, {self.num_frames} frames {where})"
+
+    @property
+    def random_access(self) -> bool:
+        """Whether any tracklet's frames can be had at any time (a list: bytes held in memory, or
+        files read when used), rather than streamed from the shards in order."""
+        return isinstance(self.frames, list)
 
     def training_label_counts(self) -> np.ndarray:
         """`label_counts`, or a ValueError when this is not a training split with labels."""
@@ -87,20 +181,26 @@ class TrackletIndex:
 
     @property
     def nbytes(self) -> int:
-        """Encoded frame bytes held."""
+        """Encoded frame bytes held (none for a streamed index)."""
+        if not self.random_access:
+            return 0
         return sum(len(f) for frames in self.frames for f in frames)
 
     def memory_bytes(self) -> int:
         """Host memory held, Python object overhead included (an estimate, for logging)."""
-        objects = sum(sys.getsizeof(f) for frames in self.frames for f in frames)
-        lists = sum(sys.getsizeof(frames) for frames in self.frames)
+        frames = self.frames if self.random_access else []
+        objects = sum(sys.getsizeof(f) for tracklet in frames for f in tracklet)
+        lists = sum(sys.getsizeof(tracklet) for tracklet in frames)
         arrays = sum(
             a.nbytes for a in (self.pids, self.labels, self.camids, self.lengths, self.keys)
         )
         return objects + lists + arrays
 
     def select(self, rows) -> TrackletIndex:
-        """The tracklets at `rows` (in that order); shares the frame bytes, keeps `label_counts`."""
+        """The tracklets at `rows` (in that order); shares the frame bytes, keeps `label_counts`.
+        In-memory indices only: a streamed one would be read whole."""
+        if not self.random_access:
+            raise TypeError(f"select() of a streamed index ({self.frames!r}).")
         rows = np.asarray(rows, np.int64).reshape(-1)
         return TrackletIndex(
             frames=[self.frames[r] for r in rows],
@@ -114,9 +214,13 @@ class TrackletIndex:
 
     @staticmethod
     def concatenate(first: TrackletIndex, second: TrackletIndex) -> TrackletIndex:
-        """`first`'s tracklets followed by `second`'s (e.g. MARS query + gallery)."""
+        """`first`'s tracklets followed by `second`'s (e.g. MARS query + gallery); frames are shared,
+        not copied."""
+        both_lists = first.random_access and second.random_access
         return TrackletIndex(
-            frames=first.frames + second.frames,
+            frames=first.frames + second.frames
+            if both_lists
+            else ChainedFrames(first.frames, second.frames),
             pids=np.concatenate([first.pids, second.pids]),
             labels=np.concatenate([first.labels, second.labels]),
             camids=np.concatenate([first.camids, second.camids]),
@@ -125,31 +229,37 @@ class TrackletIndex:
         )
 
     def frame_size(self, max_tracklets: int = 16) -> tuple[int, int]:
-        """(height, width) of the stored frames: the smallest over the first frames of a few tracklets.
+        """(height, width) of the stored frames: the smallest over the first frames of a few tracklets
+        (spread over the index; for a streamed one, its first tracklets, so as not to read it all).
 
         Reads image headers only (PIL decodes no pixels for `.size`).
         """
-        if not self.frames:
+        if not len(self):
             raise ValueError("frame_size() of an empty TrackletIndex.")
+        count = min(max_tracklets, len(self))
+        rows = (
+            np.linspace(0, len(self) - 1, count).astype(int) if self.random_access else range(count)
+        )
         sizes = []
-        for i in np.linspace(0, len(self) - 1, min(max_tracklets, len(self))).astype(int):
+        for i in rows:
             width, height = Image.open(io.BytesIO(self.frames[i][0])).size
             sizes.append((height, width))
         return min(h for h, _ in sizes), min(w for _, w in sizes)
 
     def summary_row(self, subset: str) -> list:
-        """[subset, ids, tracklets, cameras, frames, encoded MB] for the dataset summary table."""
+        """[subset, ids, tracklets, cameras, frames, encoded MB held] for the dataset summary table
+        ('streamed' where the frames are read as needed)."""
         return [
             subset,
             self.num_ids,
             len(self),
             self.num_cameras,
             self.num_frames,
-            self.nbytes / 2**20,
+            self.nbytes / 2**20 if self.random_access else "streamed",
         ]
 
 
-SUMMARY_HEADER = ["subset", "# ids", "# tracklets", "# cameras", "# frames", "encoded MB"]
+SUMMARY_HEADER = ["subset", "# ids", "# tracklets", "# cameras", "# frames", "encoded MB held"]
 
 
 def from_split(
@@ -158,8 +268,11 @@ def from_split(
     source: str = "split",
     process_index: int = 0,
     process_count: int = 1,
+    label_counts: np.ndarray | None = None,
+    total: int | None = None,
+    progress: bool = False,
 ) -> TrackletIndex:
-    """Builds an index from decoded-free examples, keeping one process's identity slice if asked.
+    """Builds an in-memory index from decoded-free examples, keeping one process's identity slice.
 
     Args:
       examples: dicts with numpy values as `data_prep.reader.read_split(...).as_numpy_iterator()`
@@ -167,7 +280,12 @@ def from_split(
       source: names the split in errors and logs (e.g. 'mars/train').
       process_index: this process.
       process_count: with more than one, keep only tracklets whose `label % process_count ==
-        process_index` (every label must then be >= 0, i.e. a training split).
+        process_index` (every label must then be >= 0, i.e. a training split). `examples` may already
+        be restricted to that slice (then pass `label_counts`).
+      label_counts: tracklets per label over the whole split (all processes), e.g. from the build's
+        metadata; by default counted from `examples`.
+      total: how many examples to expect, for the progress bar.
+      progress: show a progress bar (stderr) while reading.
 
     Returns:
       The index; for a split whose labels are all >= 0, with `label_counts` over the whole split.
@@ -176,11 +294,18 @@ def from_split(
       ValueError: for an example whose frame count disagrees with `num_frames`, a negative label in a
         sliced split, or training labels that are not 0..num_classes-1.
     """
+    import tqdm  # noqa: PLC0415
+
     keep: dict[str, list] = {
         k: [] for k in ("frames", "pids", "labels", "camids", "lengths", "keys")
     }
     all_labels = []
-    for example in examples:
+    start = time.perf_counter()
+    bar = tqdm.tqdm(
+        examples, total=total, desc=f"reading {source}", unit=" tracklets", disable=not progress,
+        mininterval=2.0,
+    )  # fmt: skip
+    for example in bar:
         key = _text(example["tracklet_key"])
         label = int(example["label"])
         frames = [bytes(f) for f in example["frames"]]
@@ -204,23 +329,42 @@ def from_split(
         keep["camids"].append(int(example["camid"]))
         keep["lengths"].append(len(frames))
         keep["keys"].append(key)
-    index = TrackletIndex(
-        **keep, label_counts=_count_labels(np.asarray(all_labels, np.int64), source)
-    )
+    bar.close()
+    if label_counts is None:
+        label_counts = count_labels(np.asarray(all_labels, np.int64), source)
+    index = TrackletIndex(**keep, label_counts=label_counts)
     logging.info(
-        "%s%s: %d of %d tracklets, %d frames, %.1f MB encoded, %.1f MB in memory.",
+        "%s%s: %d tracklets, %d frames, %.1f MB encoded, %.1f MB in memory, read in %.1f s.",
         source,
         f" (process {process_index} of {process_count})" if process_count > 1 else "",
         len(index),
-        len(all_labels),
         index.num_frames,
         index.nbytes / 2**20,
         index.memory_bytes() / 2**20,
+        time.perf_counter() - start,
     )
     return index
 
 
-def _count_labels(labels: np.ndarray, source: str) -> np.ndarray | None:
+def streamed(
+    columns: Mapping[str, np.ndarray], open_split: Callable[[], Iterator[Mapping]], source: str
+) -> TrackletIndex:
+    """An index whose arrays come from `columns` (the build's metadata: `key`, `pid`, `label`,
+    `camid`, `num_frames`, in record order) and whose frames are read from `open_split()` as needed
+    (`StreamedFrames`); nothing is read from the shards here."""
+    keys = np.asarray(columns["key"], dtype=str)
+    lengths = np.asarray(columns["num_frames"], np.int32)
+    return TrackletIndex(
+        frames=StreamedFrames(open_split, keys, lengths, source),
+        pids=columns["pid"],
+        labels=columns["label"],
+        camids=columns["camid"],
+        lengths=lengths,
+        keys=keys,
+    )
+
+
+def count_labels(labels: np.ndarray, source: str) -> np.ndarray | None:
     """Tracklets per label, or None unless every label is >= 0 (a training split)."""
     if len(labels) == 0 or (labels < 0).any():
         return None
