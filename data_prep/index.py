@@ -52,7 +52,7 @@ class Tracklet:
     source: str = ""
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(repr=False)
 class DatasetIndex:
     """Everything a builder needs to write one dataset.
 
@@ -69,6 +69,10 @@ class DatasetIndex:
     image_format: str
     splits: list[dict[str, list[int]]] = dataclasses.field(default_factory=list)
     skipped: list[str] = dataclasses.field(default_factory=list)
+
+    def __repr__(self) -> str:  # Sizes, not contents: a million frame paths would be the repr.
+        frames = sum(len(t.frame_paths) for t in self.tracklets)
+        return f"DatasetIndex({self.name}: {len(self.tracklets)} tracklets, {frames} frames)"
 
 
 class BadInput:

@@ -1,12 +1,16 @@
-"""Your own tracklets, read into memory as encoded frames: from folders of frames, or from a MOT
-track file plus the video (a folder of frames or a video file) whose person boxes it lists.
+"""Your own tracklets: from folders of frames, or from a MOT track file plus the video (a folder of
+frames or a video file) whose person boxes it lists.
 
 Every frame is decoded once here, so that a damaged one is named before any model runs; with
-`skip_bad` it is skipped with a warning instead (a tracklet left with no frame is dropped).
+`skip_bad` it is skipped with a warning instead (a tracklet left with no frame is dropped). A folder
+source then holds only the paths of its frames (`FrameFiles`): extraction reads each file again
+when it reaches it, so a test set's worth of frames costs no memory. MOT crops are cut from whole
+frames or a video, and are kept in memory as PNG bytes.
 """
 
 from __future__ import annotations
 
+import collections.abc
 import concurrent.futures
 import dataclasses
 import io
@@ -29,13 +33,32 @@ class TrackletSourceError(errors.UserError):
     """A tracklet source that cannot be read; the message names the folder, file or line."""
 
 
+class FrameFiles(collections.abc.Sequence):
+    """A tracklet's frames as image files, read when used: `frames[i]` is the bytes of file i."""
+
+    def __init__(self, paths):
+        self.paths = list(paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return FrameFiles(self.paths[i])
+        with open(self.paths[i], "rb") as f:
+            return f.read()
+
+    def __repr__(self) -> str:
+        return f"FrameFiles({len(self)} files in {os.path.dirname(self.paths[0]) if self else ''})"
+
+
 @dataclasses.dataclass
 class Tracklet:
     """One tracklet's frames (JPEG/PNG bytes, in temporal order) and where they came from."""
 
     track_id: str
     camera: str
-    frames: list[bytes]
+    frames: list[bytes] | FrameFiles = dataclasses.field(repr=False)
     frame_numbers: list[int]
     source: str
     # Up to NUM_PREVIEWS (image path or '<video>#<index>', box x, y, w, h or NaN) to show it with.
@@ -85,19 +108,14 @@ def _read_folder(camera: str, track_id: str, path: str, *, skip_bad: bool) -> Tr
             raise TrackletSourceError(
                 f"{path}: {names[a]} and {names[b]} have the same frame number {numbers[a]}."
             )
-    frames, kept = [], []
-    for i in order:
-        frame = _read_frame(os.path.join(path, names[i]), skip_bad)
-        if frame is not None:
-            frames.append(frame[0])
-            kept.append(i)
-    if not frames:
+    kept = [i for i in order if _read_frame(os.path.join(path, names[i]), skip_bad) is not None]
+    if not kept:
         return _bad(f"Track folder {path} has no usable frame.", skip_bad)
     previews = [(os.path.join(path, names[kept[j]]), _WHOLE) for j in _spread(len(kept))]
     return Tracklet(
         track_id=track_id,
         camera=camera,
-        frames=frames,
+        frames=FrameFiles(os.path.join(path, names[i]) for i in kept),
         frame_numbers=[numbers[i] for i in kept],
         source=path,
         previews=previews,
