@@ -3,11 +3,20 @@ r"""Synthetic re-ID datasets in the real on-disk layouts (DESIGN.md §6).
   python -m data_prep.synthetic --layout mars --out /tmp/raw_mars --seed 0 \
       [--num_ids 64 --tracklets_per_id 4 --min_len 8 --max_len 48 --height 128 --width 64 \
        --difficulty 1.0]
+  python -m data_prep.synthetic --layout mars --scale real --out /tmp/raw_mars --seed 0 \
+      [--nolink_frames]      # MARS or LS-VID with the real statistics; --scale 0.1 for a tenth
 
 Real datasets must be requested from their authors, so the demo, the tests and the notebook use
 rendered people (`data_prep.render`) written exactly like each release (`data_prep.synthetic_layouts`):
 the same converters then read them. The output is a pure function of the arguments and the seed,
 and is written to a temporary sibling folder that is renamed into place only when complete.
+
+`scale` ('real' or a fraction in (0, 1]; MARS and LS-VID) writes instead a dataset with the real
+dataset's statistics, scaled: identities, tracklets and frames per split, junk and distractors,
+cameras, tracklet lengths and bytes per frame, for measuring the full-scale paths without the real
+data (`data_prep.real_scale`). Its frames are reused JPEGs of rendered people, hard links to each
+other unless `link_frames` is off: only sizes and counts are real, the content is not learnable.
+Real MARS scale takes about a minute to write here. The size arguments do not apply then.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ import numpy as np
 from absl import app, flags
 from PIL import Image
 
-from data_prep import render, synthetic_layouts
+from data_prep import real_scale, render, synthetic_layouts
 from data_prep.index import DataPrepError
 from data_prep.names import NAMES
 
@@ -33,6 +42,9 @@ _LARGE_CROP_SCALE = (1.0, 1.6)
 
 class Scene:
     """Rendering state shared by a layout writer: identities, cameras, lengths, image writing."""
+
+    # No fixed list of tracklets: the layout writers draw them from `spec` (see `real_scale`).
+    plan = None
 
     def __init__(self, seed: int, spec: dict, num_cameras: int):
         self.rng = np.random.default_rng(seed)
@@ -98,15 +110,17 @@ def generate(
     out_dir: str,
     seed: int = 0,
     *,
-    num_ids: int,
-    tracklets_per_id: int,
-    min_len: int,
-    max_len: int,
+    num_ids: int | None = None,
+    tracklets_per_id: int | None = None,
+    min_len: int | None = None,
+    max_len: int | None = None,
     height: int = 128,
     width: int = 64,
     difficulty: float = 1.0,
     distractor_fraction: float = synthetic_layouts.MARS_DISTRACTOR_FRACTION,
     junk_fraction: float = synthetic_layouts.MARS_JUNK_FRACTION,
+    scale: str | float | None = None,
+    link_frames: bool = True,
 ) -> dict:
     """Writes a synthetic dataset in the real layout `layout` and returns its ground truth.
 
@@ -124,34 +138,49 @@ def generate(
         clean, centred people.
       distractor_fraction, junk_fraction: MARS only: shares of the test rows that are distractors
         (pid 0) and junk (pid -1); the defaults are MARS's own.
+      scale: 'mars' and 'lsvid' only: 'real' or a fraction in (0, 1] writes the real dataset's
+        statistics times `scale` (`data_prep.real_scale`); the size arguments above are then
+        not used. None (the default): the rendered dataset sized by those arguments.
+      link_frames: with `scale`: frames with the same bytes are hard links to one file (fast and
+        small on disk) rather than copies.
 
     Returns:
       `{'layout', 'seed', 'spec', 'tracklets', 'splits'}`: `tracklets` is one dict per stored
       tracklet sorted by key (`key`, `split`, `pid`, `camid`, `frame_numbers`, `frame_files`
       relative to `out_dir`, `is_junk`, `is_distractor`), `splits` the iLIDS-VID/PRID-2011 split
-      definitions (`{'train': [pids], 'test': [pids]}` each) or [].
+      definitions (`{'train': [pids], 'test': [pids]}` each) or []. With `scale`, `spec` is
+      `real_scale.make_scene`'s.
     """
-    _check_args(layout, num_ids, tracklets_per_id, min_len, max_len, height, width, difficulty)
+    if scale is None:
+        if None in (num_ids, tracklets_per_id, min_len, max_len):
+            raise DataPrepError("num_ids, tracklets_per_id, min_len and max_len are required")
+        _check_args(layout, num_ids, tracklets_per_id, min_len, max_len, height, width, difficulty)
+    elif layout not in real_scale.LAYOUTS:
+        raise DataPrepError(f"scale is available for {real_scale.LAYOUTS}, not {layout!r}")
     if os.path.isdir(out_dir) and os.listdir(out_dir):
         raise DataPrepError(
             f"{out_dir!r} is not empty; synthetic data is only written to a new folder"
         )
-    spec = {
-        "num_ids": num_ids,
-        "tracklets_per_id": tracklets_per_id,
-        "min_len": min_len,
-        "max_len": max_len,
-        "height": height,
-        "width": width,
-        "difficulty": difficulty,
-        "distractor_fraction": distractor_fraction,
-        "junk_fraction": junk_fraction,
-    }
+    if scale is None:
+        spec = {
+            "num_ids": num_ids,
+            "tracklets_per_id": tracklets_per_id,
+            "min_len": min_len,
+            "max_len": max_len,
+            "height": height,
+            "width": width,
+            "difficulty": difficulty,
+            "distractor_fraction": distractor_fraction,
+            "junk_fraction": junk_fraction,
+        }
+    else:
+        scene, spec = real_scale.make_scene(layout, seed, scale, link_frames)
     parent = os.path.dirname(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent)
     try:
-        scene = Scene(seed, spec, _NUM_CAMERAS[layout])
+        if scale is None:
+            scene = Scene(seed, spec, _NUM_CAMERAS[layout])
         result = getattr(synthetic_layouts, f"write_{layout}")(scene, tmp, spec)
         truth, splits = result if isinstance(result, tuple) else (result, [])
         if os.path.isdir(out_dir):
@@ -179,11 +208,24 @@ def _define_flags() -> None:
     flags.DEFINE_integer("height", 128, "Frame height.")
     flags.DEFINE_integer("width", 64, "Frame width.")
     flags.DEFINE_float("difficulty", 1.0, "Scale of every nuisance (0 = clean).")
+    flags.DEFINE_string(
+        "scale",
+        None,
+        "mars, lsvid: 'real' or a fraction in (0, 1]: the real dataset's statistics, scaled "
+        "(the size flags above do not apply).",
+    )
+    flags.DEFINE_bool("link_frames", True, "With --scale: hard-link repeated frames, not copy.")
     flags.mark_flags_as_required(["layout", "out"])
+
+
+_SIZE_FLAGS = ("num_ids", "tracklets_per_id", "min_len", "max_len", "height", "width", "difficulty")
 
 
 def main(argv):
     del argv
+    given = [f"--{name}" for name in _SIZE_FLAGS if FLAGS[name].present]
+    if FLAGS.scale is not None and given:
+        raise SystemExit(f"error: {', '.join(given)} do not apply with --scale")
     try:
         truth = generate(
             FLAGS.layout,
@@ -196,6 +238,8 @@ def main(argv):
             height=FLAGS.height,
             width=FLAGS.width,
             difficulty=FLAGS.difficulty,
+            scale=FLAGS.scale,
+            link_frames=FLAGS.link_frames,
         )
     except DataPrepError as e:
         raise SystemExit(f"error: {e}") from None
@@ -204,6 +248,11 @@ def main(argv):
         counts[t["split"]] = counts.get(t["split"], 0) + 1
     frames = sum(len(t["frame_numbers"]) for t in truth["tracklets"])
     print(f"{FLAGS.layout} -> {FLAGS.out}: {counts} tracklets, {frames} frames")
+    if FLAGS.scale is not None:
+        spec = truth["spec"]
+        print(
+            f"  {spec['bytes_per_frame']:.0f} bytes per frame (JPEG quality {spec['jpeg_quality']})"
+        )
 
 
 if __name__ == "__main__":

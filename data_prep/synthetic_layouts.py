@@ -5,11 +5,16 @@ Each `write_<layout>(scene, root, spec)` writes the raw tree exactly as the real
 truth: one dict per tracklet with the key, stored split, pid, camera, frame numbers and frame files
 (relative to `root`) that the parser is expected to recover. The facts about each layout are those
 of REFERENCE.md §3, the same ones the parsers follow.
+
+MARS and LS-VID also take a fixed plan (`scene.plan`, from `data_prep.real_scale`): every tracklet
+as `(subset, pid, camera, length, is_query)`, so a plan with the real statistics is written by the
+same code as the small rendered datasets.
 """
 
 from __future__ import annotations
 
 import io
+import itertools
 import os
 
 import h5py
@@ -57,18 +62,19 @@ def _entry(key, split, pid, camid, numbers, files, *, junk=False, distractor=Fal
 
 
 def _mars_tracks(scene, spec) -> list[tuple]:
-    """(subset, pid, camera, length) of every MARS tracklet, before naming."""
+    """(subset, pid, camera, length, is_query) of every MARS tracklet, before naming; `is_query`
+    is None: the queries are drawn from the written test table (`_mars_query_rows`)."""
     rng, n, k = scene.rng, spec["num_ids"], spec["tracklets_per_id"]
     tracks = []
     for subset, pids in (("train", range(1, 2 * n, 2)), ("test", range(2, 2 * n + 1, 2))):
         for pid in pids:
             for cam in _assign_cameras(rng, k, 6):
-                tracks.append((subset, pid, cam, scene.length()))
+                tracks.append((subset, pid, cam, scene.length(), None))
     fractions = (spec["distractor_fraction"], spec["junk_fraction"])
     total_test = round(n * k / (1 - sum(fractions)))
     for pid, fraction in zip((0, -1), fractions, strict=True):
         for _ in range(round(total_test * fraction)):
-            tracks.append(("test", pid, int(rng.integers(1, 7)), scene.length()))
+            tracks.append(("test", pid, int(rng.integers(1, 7)), scene.length(), None))
     return tracks
 
 
@@ -77,21 +83,21 @@ def write_mars(scene, root: str, spec: dict) -> list[dict]:
     if spec["max_len"] > 999:
         raise ValueError("MARS frame names hold 3 digits: max_len must be <= 999")
     rng = scene.rng
+    plan = scene.plan
     counters: dict[tuple, int] = {}
     named = []
-    for subset, pid, cam, length in _mars_tracks(scene, spec):
+    for subset, pid, cam, length, is_query in plan or _mars_tracks(scene, spec):
         counters[(subset, pid, cam)] = counters.get((subset, pid, cam), 0) + 1
         pid_str = "00-1" if pid == -1 else f"{pid:04d}"
-        named.append(
-            (subset, f"{pid_str}C{cam}T{counters[(subset, pid, cam)]:04d}", pid, cam, length)
-        )
+        prefix = f"{pid_str}C{cam}T{counters[(subset, pid, cam)]:04d}"
+        named.append((subset, prefix, pid, cam, length, is_query))
     os.makedirs(os.path.join(root, "info"))
     truth = []
     for subset in ("train", "test"):
         # Name lists are sorted by name, so tracklets tile them contiguously, as in the release.
         tracks = sorted((t for t in named if t[0] == subset), key=lambda t: t[1])
         names, table = [], []
-        for _, prefix, pid, cam, length in tracks:
+        for _, prefix, pid, cam, length, _ in tracks:
             files = [f"{prefix}F{f:03d}.jpg" for f in range(1, length + 1)]
             folder = os.path.join(root, f"bbox_{subset}", prefix[:4])
             scene.write(folder, files, scene.frames(pid, cam - 1, length), "jpeg")
@@ -103,13 +109,16 @@ def write_mars(scene, root: str, spec: dict) -> list[dict]:
             os.path.join(root, "info", f"tracks_{subset}_info.mat"),
             {f"track_{subset}_info": np.asarray(table, np.float64).reshape(-1, 4)},
         )
-        query = _mars_query_rows(rng, table) if subset == "test" else set()
+        query = set()
         if subset == "test":
+            query = {row for row, t in enumerate(tracks) if t[5]}
+            if not plan:
+                query = _mars_query_rows(rng, table)
             _savemat(
                 os.path.join(root, "info", "query_IDX.mat"),
                 {"query_IDX": np.asarray(sorted(query), np.float64)[None] + 1},
             )
-        for row, ((_, prefix, pid, cam, length), (start, _, _, _)) in enumerate(
+        for row, ((_, prefix, pid, cam, length, _), (start, _, _, _)) in enumerate(
             zip(tracks, table, strict=True)
         ):
             split = "train" if subset == "train" else ("query" if row in query else "gallery")
@@ -291,42 +300,57 @@ def _write_v73(path: str, name: str, values: np.ndarray) -> None:
         f.write(header.ljust(116) + b"\x00" * 8 + b"\x00\x02IM")
 
 
-def write_lsvid(scene, root: str, spec: dict) -> list[dict]:
-    """LS-VID: `tracklet_{train,test}/<pid4>/` frames, `list_sequence/` lists, v7.3 query index."""
+def _lsvid_tracks(scene, spec):
+    """(stem, pid, camera, length, is_query) of every LS-VID tracklet in list order, lazily: the
+    length (None) is drawn by the writer, and the queries too (`_lsvid_query_rows`)."""
     rng, n, k = scene.rng, spec["num_ids"], spec["tracklets_per_id"]
     pids = rng.choice(np.arange(1, 5000), size=2 * n, replace=False).tolist()
+    for stem, stem_pids in (("train", sorted(pids[:n])), ("test", sorted(pids[n:]))):
+        for pid in stem_pids:
+            for cam in _assign_cameras(rng, k, 15):
+                yield stem, pid, cam, None, None
+
+
+def write_lsvid(scene, root: str, spec: dict) -> list[dict]:
+    """LS-VID: `tracklet_{train,test}/<pid4>/` frames, `list_sequence/` lists, v7.3 query index."""
+    rng = scene.rng
+    plan = scene.plan
     truth = []
     os.makedirs(os.path.join(root, "list_sequence"))
-    for stem, stem_pids in (("train", sorted(pids[:n])), ("test", sorted(pids[n:]))):
-        lines, entries = [], []
-        for pid in stem_pids:
-            for trk, cam in enumerate(_assign_cameras(rng, k, 15), start=1):
-                start = int(rng.integers(1, 300))
-                numbers = list(range(start, start + scene.length()))
-                prefix = f"tracklet_{stem}/{pid:04d}/{pid:04d}_{trk:04d}_{cam:02d}_"
-                files = [f"{os.path.basename(prefix)}{f:04d}.jpg" for f in numbers]
-                folder = os.path.dirname(prefix)
-                scene.write(
-                    os.path.join(root, folder),
-                    files,
-                    scene.frames(pid, cam - 1, len(numbers), resize=True),
-                    "jpeg",
+    for stem, tracks in itertools.groupby(plan or _lsvid_tracks(scene, spec), key=lambda t: t[0]):
+        lines, entries, flagged, counters = [], [], [], {}
+        for _, pid, cam, length, is_query in tracks:
+            counters[pid] = trk = counters.get(pid, 0) + 1
+            start = int(rng.integers(1, 300))
+            numbers = list(range(start, start + (length or scene.length())))
+            prefix = f"tracklet_{stem}/{pid:04d}/{pid:04d}_{trk:04d}_{cam:02d}_"
+            files = [f"{os.path.basename(prefix)}{f:04d}.jpg" for f in numbers]
+            folder = os.path.dirname(prefix)
+            scene.write(
+                os.path.join(root, folder),
+                files,
+                scene.frames(pid, cam - 1, len(numbers), resize=True),
+                "jpeg",
+            )
+            lines.append(f"{prefix} {pid}\n")
+            flagged.append(is_query)
+            entries.append(
+                _entry(
+                    f"lsvid/{stem}/{prefix.split('/', 1)[1].rstrip('_')}",
+                    stem,
+                    pid,
+                    cam - 1,
+                    numbers,
+                    [os.path.join(folder, f) for f in files],
                 )
-                lines.append(f"{prefix} {pid}\n")
-                entries.append(
-                    _entry(
-                        f"lsvid/{stem}/{prefix.split('/', 1)[1].rstrip('_')}",
-                        stem,
-                        pid,
-                        cam - 1,
-                        numbers,
-                        [os.path.join(folder, f) for f in files],
-                    )
-                )
+            )
         with open(os.path.join(root, "list_sequence", f"list_seq_{stem}.txt"), "w") as f:
             f.writelines(lines)
         if stem == "test":
-            query = _lsvid_query_rows(rng, entries)
+            if plan:
+                query = [row for row, is_query in enumerate(flagged) if is_query]
+            else:
+                query = _lsvid_query_rows(rng, entries)
             for row in query:
                 entries[row]["split"] = "query"
             for e in entries:
