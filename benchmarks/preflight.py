@@ -1,23 +1,25 @@
-"""Preflight predictions against measurements: per-device memory and step time, full size on a CPU.
+"""Preflight's host-RAM prediction against the measured peak RSS, on a CPU, under an RSS guard.
 
-For each recipe (default `nl3d_mars` and `gltr_mars`):
-1. runs `python -m vreid_jax.main --config configs/<recipe>.py --config.mode=preflight` (the
-   users' command; its wall time is recorded) and reads its `preflight.json`;
-2. in a fresh process, compiles the same train step at the P the preflight timed (the configured
-   one, or the largest that fits), creates the state and a random batch, resets the process's
-   peak RSS (`/proc/self/clear_refs`) and runs a warm-up step and `--steps` timed steps; then
-   compares the peak RSS growth with the predicted memory, and the measured median step time
-   with the preflight's (scaled back to the configured P when the preflight extrapolated).
+For each recipe and each `--num_instances` K, runs the users' command
 
-On a CPU the "device" is the host: the predicted per-device total is compared with the growth of
-the process's RSS from before the state was created (arguments and step), and the predicted step
-allocations (outputs not aliased to donated arguments, plus temporaries) with the growth during
-the steps alone. XLA:CPU allocates temporaries per call, so the RSS peak includes them.
+  python -m vreid_jax.main --config configs/<recipe>.py --config.mode=preflight \
+      --config.input.num_ids_per_batch=P --config.input.num_instances=K \
+      [--config.input.height=H ...]
 
-Run: python benchmarks/preflight.py [--recipes nl3d_mars gltr_mars] [--steps 3]
-Smoke run (tiny network, 64x32 frames; a few minutes): python benchmarks/preflight.py --smoke
-Writes benchmarks/results/preflight.json (a smoke run: a temporary file, or --out) and prints one
-line per recipe.
+in a process group of its own, and reads its `preflight.json`: the predicted peak RSS of the step,
+and (where the step was predicted to fit and was run) the process's measured peak RSS after the
+steps, with the RSS while compiling and the verdict. Meanwhile a watchdog polls the group's RSS
+every 0.1 s and kills the group past `--max_rss_gib` (default 12): on a machine shared with others,
+a step that does not fit must not reach the kernel's OOM killer, which may pick another process.
+The watchdog's own peak is recorded too (it includes the input-pipeline timing after the steps).
+
+Run (the table in benchmarks/README.md, "Preflight against measurements"):
+  python benchmarks/preflight.py --recipes nl3d_mars gltr_mars --num_instances 2 4 \
+      --height 128 --width 64 [--keep_host_memory false]
+  python benchmarks/preflight.py --recipes nl3d_mars gltr_mars --num_instances 4  # full size: refused
+Smoke run (tiny network, 64x32 frames; a minute or two): python benchmarks/preflight.py --smoke
+Adds each run to benchmarks/results/preflight.json, keyed by recipe and shape, with the machine (a
+smoke run: a temporary file, or --out), and prints one line per run.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -36,178 +39,144 @@ from configs import tiny
 
 # Size keys of the smoke run (a width-8, one-block-per-stage network on 64x32 frames).
 SMOKE = {**tiny.RECIPE_SIZE_KEYS, "preflight.input_seconds": 1.0}
+GIB = 2**30
 
 
-def _status_bytes(field: str) -> int:
-    """A `VmRSS`/`VmHWM` line of /proc/self/status, in bytes."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"/proc/self/status has no {field}")
+def group_rss(pgid: int) -> int:
+    """The summed RSS of the processes in process group `pgid` (bytes; 0 once they are gone)."""
+    total = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.getpgid(int(pid)) != pgid:
+                continue
+            with open(f"/proc/{pid}/status") as f:
+                total += next(
+                    int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:")
+                )
+        except (OSError, StopIteration):  # Gone meanwhile, or a kernel thread.
+            continue
+    return total
 
 
-def _reset_peak_rss() -> None:
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
+def run_guarded(command: list[str], max_rss: int, env: dict) -> dict:
+    """Runs `command` in a new process group, killing the group if its RSS passes `max_rss` bytes.
 
-
-def measure(recipe: str, overrides: dict, num_ids: int, num_classes: int, steps: int) -> dict:
-    """In this (fresh) process: RSS growth and median time of the recipe's train step at P =
-    `num_ids`, compiled ahead of time so that compilation is out of both measurements."""
-    import gc  # noqa: PLC0415
-    import importlib  # noqa: PLC0415
-    import statistics  # noqa: PLC0415
-
-    import jax  # noqa: PLC0415
-    import numpy as np  # noqa: PLC0415
-
-    from vreid_jax import parallel, preflight, train  # noqa: PLC0415
-    from vreid_jax import state as state_lib  # noqa: PLC0415
-
-    sys.path.insert(0, str(common.REPO))
-    config = importlib.import_module(f"configs.{recipe}").get_config()
-    # JSON carried the tuples as lists.
-    config.update_from_flattened_dict(
-        {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
-    )
-    config.input.num_ids_per_batch = num_ids
-    cfg = config.input
-    mesh = parallel.make_mesh()
-    model, tx, lr_fn = train.model_and_optimizer(config, num_classes, 1000)
-    init = state_lib.init_clips(cfg)
-    abstract, shardings = state_lib.abstract_train_state(model, tx, init, mesh=mesh)
-    rows = num_ids * cfg.num_instances
-    sharding = parallel.data_sharding(mesh)
-    batch_spec = {
-        "clips": jax.ShapeDtypeStruct(
-            (rows, cfg.clip_len, cfg.height, cfg.width, 3), np.uint8, sharding=sharding
-        ),
-        "labels": jax.ShapeDtypeStruct((rows,), np.int32, sharding=sharding),
-        "pids": jax.ShapeDtypeStruct((rows,), np.int32, sharding=sharding),
-    }
-    step_fn = train.compile_train_step(model, tx, lr_fn, config, shardings, mesh)
-    compiled = step_fn.lower(abstract, batch_spec).compile()
-    gc.collect()
-    before_state = _status_bytes("VmRSS")
-    state, _ = state_lib.create_train_state(model, tx, init, seed=0, mesh=mesh)
-    rng = np.random.default_rng(0)
-    labels = np.repeat(np.arange(num_ids) % num_classes, cfg.num_instances).astype(np.int32)
-    batch = parallel.host_to_global(
-        {
-            "clips": rng.integers(0, 256, batch_spec["clips"].shape, dtype=np.uint8),
-            "labels": labels,
-            "pids": labels + 1,
-        },
-        mesh,
-    )
-    jax.block_until_ready((state, batch))
-    gc.collect()
-    _reset_peak_rss()
-    before_steps = _status_bytes("VmRSS")
-    times, (state, metrics) = preflight.time_steps(compiled, state, batch, steps)
-    peak = _status_bytes("VmHWM")
-    return {
-        "num_ids_per_batch": num_ids,
-        "step_s_median": statistics.median(times),
-        "step_s_all": times,
-        "rss_growth_from_before_state_bytes": peak - before_state,
-        "rss_growth_during_steps_bytes": peak - before_steps,
-        "final_loss": float(metrics["loss"]),
-    }
-
-
-def _run(args: list[str], env: dict) -> tuple[subprocess.CompletedProcess, float]:
+    Returns `{"returncode", "stderr", "wall_s", "peak_rss", "killed"}`."""
     start = time.perf_counter()
-    proc = subprocess.run(args, cwd=common.REPO, capture_output=True, text=True, env=env)
-    if proc.returncode:
-        raise SystemExit(f"{' '.join(args)} failed:\n{proc.stderr[-4000:]}")
-    return proc, time.perf_counter() - start
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(
+            command, cwd=common.REPO, stdout=subprocess.DEVNULL, stderr=err, env=env,
+            start_new_session=True,
+        )  # fmt: skip
+        peak, killed = 0, False
+        while proc.poll() is None:
+            rss = group_rss(proc.pid)
+            peak = max(peak, rss)
+            if rss > max_rss:
+                os.killpg(proc.pid, signal.SIGKILL)
+                killed = True
+                break
+            time.sleep(0.1)
+        proc.wait()
+        err.seek(0)
+        stderr = err.read()
+    wall = time.perf_counter() - start
+    return {"returncode": proc.returncode, "stderr": stderr, "wall_s": wall, "peak_rss": peak,
+            "killed": killed}  # fmt: skip
 
 
-def compare(recipe: str, overrides: dict, steps: int, env: dict) -> dict:
-    """Runs the preflight of `recipe`, then the measurement in a fresh process; both records."""
+def compare(recipe: str, overrides: dict, max_rss: int, env: dict) -> dict:
+    """One preflight run of `recipe` with `overrides`: predicted against measured peak RSS."""
     with tempfile.TemporaryDirectory() as workdir:
         flags = [f"--config.{k}={v}".replace(" ", "") for k, v in overrides.items()]
         command = [sys.executable, "-m", "vreid_jax.main", "--config", f"configs/{recipe}.py"]
         command += ["--workdir", workdir, "--config.mode=preflight", *flags]
-        command.append(f"--config.preflight.timed_steps={steps}")
-        proc, wall = _run(command, env)
-        with open(os.path.join(workdir, "preflight.json")) as f:
-            predicted = json.load(f)
-    verdict = next(
-        (line for line in proc.stderr.splitlines() if "Preflight verdict" in line), "(none)"
-    )
-    num_ids = predicted["timed_num_ids_per_batch"]
-    if num_ids is None:
-        return {"preflight": predicted, "preflight_wall_s": wall, "measured": None}
-    child = [sys.executable, __file__, "--measure", recipe, "--num_ids", str(num_ids)]
-    child += ["--num_classes", str(predicted["recipe"]["num_classes"]), "--steps", str(steps)]
-    child += ["--overrides", json.dumps(overrides)]
-    measured = json.loads(_run(child, env)[0].stdout.strip().splitlines()[-1])
-
-    train_memory = predicted["memory"]["train_step"]
-    at = train_memory.get("at_max_num_ids_per_batch", train_memory)
-    step_allocations = at["outputs"] - at["aliased"] + at["temporaries"]
-    scale = predicted["recipe"]["num_ids_per_batch"] / num_ids
-    return {
-        "preflight_wall_s": round(wall, 1),
-        "preflight_verdict": verdict.split("Preflight verdict: ", 1)[-1],
-        "preflight": predicted,
-        "measured": measured,
-        "memory_predicted_total_bytes": at["total"],
-        "memory_measured_rss_growth_bytes": measured["rss_growth_from_before_state_bytes"],
-        "memory_total_ratio": round(
-            measured["rss_growth_from_before_state_bytes"] / at["total"], 3
+        run = run_guarded(command, max_rss, env)
+        path = os.path.join(workdir, "preflight.json")
+        record = None
+        if os.path.exists(path):
+            with open(path) as f:
+                record = json.load(f)
+    result = {
+        "command": " ".join(
+            ["python", *command[1:5], "--workdir", "W", "--config.mode=preflight", *flags]
         ),
-        "step_allocations_predicted_bytes": step_allocations,
-        "step_allocations_measured_bytes": measured["rss_growth_during_steps_bytes"],
-        "step_time_predicted_s": predicted["step_time_s"],
-        "step_time_measured_s": measured["step_s_median"] * scale,
-        "step_time_ratio": round(predicted["step_time_s"] / (measured["step_s_median"] * scale), 3),
-        "step_time_extrapolated": predicted["step_time_extrapolated"],
-    }
+        "wall_s": round(run["wall_s"], 1),
+        "watchdog_peak_rss_gib": round(run["peak_rss"] / GIB, 2),
+        "killed_by_watchdog": run["killed"],
+        "returncode": run["returncode"],
+    }  # fmt: skip
+    if record is None:
+        result["stderr_tail"] = run["stderr"][-3000:]
+        return result
+    host, step = record["memory"]["host"], record["memory"]["train_step"]
+    gib = lambda b: None if b is None else round(b / GIB, 2)
+    result.update(
+        verdict=record["verdict"],
+        clips=record["recipe"]["global_batch_clips"],
+        compiled_total_gib=gib(step["total"]),
+        step_allocations_gib=gib(step["step_allocations"]),
+        needed_gib=gib(step["needed"]),
+        capacity_gib=gib(record["memory"]["capacity_bytes"]),
+        rss_at_start_gib=gib(host["rss_at_start"]),
+        compile_peak_rss_gib=gib(host["compile_peak_rss"]),
+        rss_before_steps_gib=gib(host["rss_before_steps"]),
+        predicted_peak_rss_gib=gib(host["predicted_peak_rss"]),
+        predicted_peak_rss_one_copy_gib=gib(host["predicted_peak_rss_one_copy"]),
+        run_num_ids_per_batch=host["timed_num_ids_per_batch"],
+        predicted_peak_rss_run_gib=gib(host["predicted_peak_rss_timed"]),
+        measured_peak_rss_gib=gib(host["measured_peak_rss"]),
+        measured_over_predicted=host["measured_over_predicted"],
+        peak_rss_at_end_gib=gib(host["peak_rss_at_end"]),
+        step_time_s=record["step_time_s"],
+    )
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipes", nargs="+", default=["nl3d_mars", "gltr_mars"])
-    parser.add_argument("--steps", type=int, default=3, help="Timed steps (after one warm-up).")
+    parser.add_argument("--num_ids", type=int, default=2, help="P (config.input.num_ids_per_batch)")
+    parser.add_argument(
+        "--num_instances", type=int, nargs="+", default=[4], help="K values: one run each"
+    )
+    parser.add_argument("--height", type=int, default=0, help="Frame height (0: the recipe's).")
+    parser.add_argument("--width", type=int, default=0, help="Frame width (0: the recipe's).")
+    parser.add_argument("--steps", type=int, default=2, help="Timed steps (after one warm-up).")
+    parser.add_argument(
+        "--keep_host_memory", default="auto", help="config.keep_host_memory: auto, true or false"
+    )
+    parser.add_argument("--max_rss_gib", type=float, default=12.0, help="The watchdog's limit.")
     parser.add_argument("--smoke", action="store_true", help="Tiny network and frames.")
     parser.add_argument("--out", default="", help="Result JSON (default: results/preflight.json).")
-    parser.add_argument("--measure", default="", help=argparse.SUPPRESS)  # The child process.
-    parser.add_argument("--num_ids", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument("--num_classes", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument("--overrides", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.measure:
-        overrides = json.loads(args.overrides)
-        record = measure(args.measure, overrides, args.num_ids, args.num_classes, args.steps)
-        print(json.dumps(record))
-        return
 
-    overrides = SMOKE if args.smoke else {}
+    # Preflight reads no weights file; the recipes' ImageNet file name is cleared all the same, so
+    # that a run never depends on one (as in the issue's command).
+    sizes = {"model.pretrained": "''"}
+    if args.smoke:
+        sizes.update(SMOKE)
+    sizes.update({"input.height": args.height} if args.height else {})
+    sizes.update({"input.width": args.width} if args.width else {})
+    sizes["preflight.timed_steps"] = args.steps
+    sizes["keep_host_memory"] = args.keep_host_memory
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0"}
-    results = {"machine": common.machine(), "smoke": args.smoke, "steps": args.steps}
-    for recipe in args.recipes:
-        result = compare(recipe, overrides, args.steps, env)
-        results[recipe] = result
-        if result["measured"] is None:
-            print(f"preflight {recipe}: nothing fits; {result['preflight']['verdict']}")
-            continue
-        gib = 2**30
-        print(
-            f"preflight {recipe} ({result['preflight_wall_s']:.0f} s): memory predicted "
-            f"{result['memory_predicted_total_bytes'] / gib:.2f} GiB, RSS growth "
-            f"{result['memory_measured_rss_growth_bytes'] / gib:.2f} GiB; step predicted "
-            f"{result['step_time_predicted_s']:.3f} s, measured {result['step_time_measured_s']:.3f}"
-            f" s{' (extrapolated)' if result['step_time_extrapolated'] else ''}; "
-            f"{result['preflight_verdict']}"
-        )
     out = args.out
     if args.smoke and not out:  # A smoke run never replaces the full-size record.
         out = os.path.join(tempfile.gettempdir(), "preflight_smoke.json")
-    print("->", common.write_result("preflight", results, out))
+    common.merge_result("preflight", "machine", common.machine(), out)
+    for recipe in args.recipes:
+        for k in args.num_instances:
+            overrides = {**sizes, "input.num_ids_per_batch": args.num_ids, "input.num_instances": k}
+            result = compare(recipe, overrides, args.max_rss_gib * GIB, env)
+            shape = "recipe's"
+            if args.height or args.width:
+                shape = f"{args.height or 'recipe'}x{args.width or 'recipe'}"
+            key = f"{recipe} P={args.num_ids} K={k} frames={shape} keep={args.keep_host_memory}"
+            key += " smoke" if args.smoke else ""
+            print(json.dumps({"run": key, **result}), flush=True)
+            path = common.merge_result("preflight", key, result, out)
+    print("->", path)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import pytest
 
 from configs import tiny
 from data_prep import names
-from vreid_jax import config_lib, features, hardware, preflight, run, train
+from vreid_jax import config_lib, features, hardware, parallel, preflight, run, train
 from vreid_jax import state as state_lib
 from vreid_jax.data import throughput
 from vreid_jax.errors import UserError
@@ -96,8 +96,11 @@ def _apply(config, changes):
     for change in changes:
         assert change.startswith("--config."), change
         key, value = change.removeprefix("--config.").split("=")
-        section, leaf = key.split(".")
-        config[section][leaf] = type(config[section][leaf])(value)
+        *sections, leaf = key.split(".")
+        parent = config
+        for section in sections:
+            parent = parent[section]
+        parent[leaf] = type(parent[leaf])(value)
     config_lib.validate(config)
     return config
 
@@ -127,6 +130,16 @@ def _check_recipe(model, dataset, workdir):
     for entry in (memory["train_step"], *memory["eval"].values()):
         assert entry["total"] > 0 and entry["arguments"] > 0 and entry["fits"], name
     assert "host RAM" in memory["capacity_source"] and memory["capacity_bytes"] > 0
+    # On this CPU (glibc, keep_host_memory 'auto') the step needs room for a second step's
+    # allocations; the process's peak RSS after the steps is recorded next to the prediction.
+    step = memory["train_step"]
+    assert step["heap_copies"] == 2
+    assert step["needed"] == step["total"] + step["step_allocations"] > step["total"]
+    host = memory["host"]
+    assert host["predicted_peak_rss"] == host["predicted_peak_rss_timed"]
+    assert host["predicted_peak_rss"] == host["rss_before_steps"] + 4 * step["needed"]
+    assert host["measured_peak_rss"] >= host["compile_peak_rss"] > 0
+    assert host["peak_rss_at_end"] >= host["measured_peak_rss"]
     assert memory["fits"] and memory["max_num_ids_per_batch"] == 2
     assert record["flops_per_step"] > 0 and record["step_time_s"] > 0, name
     assert not record["step_time_extrapolated"]
@@ -161,20 +174,95 @@ def test_verdicts_input_bound_then_does_not_fit(mars_sized, shared_compiles, mon
 
     # Capacity one byte short of the configured step: P=4 does not fit, P=2 (4 clips, one per
     # device) does, and the memory line finds it.
-    needed = record["memory"]["train_step"]["total"]
+    needed = record["memory"]["train_step"]["needed"]
     monkeypatch.setattr(hardware, "memory_capacity", lambda *a: (needed - 1, "test capacity"))
     record = run.run(config, str(workdir / "fit"))
     memory = record["memory"]
     assert not memory["fits"] and not memory["train_step"]["fits"]
     assert memory["max_num_ids_per_batch"] == 2
-    assert memory["train_step"]["at_max_num_ids_per_batch"]["total"] <= needed - 1
+    assert memory["train_step"]["at_max_num_ids_per_batch"]["needed"] <= needed - 1
+    assert memory["host"]["timed_num_ids_per_batch"] == 2
+    assert memory["host"]["predicted_peak_rss_timed"] < memory["host"]["predicted_peak_rss"]
     assert record["step_time_extrapolated"] and record["timed_num_ids_per_batch"] == 2
     assert record["step_time_s"] > 0
     assert record["verdict"].startswith("does not fit: the train step needs")
     assert "--config.input.num_ids_per_batch=2 (fits with" in record["verdict"]
     assert record["changes"][0] == "--config.input.num_ids_per_batch=2"
     assert "--config.model.dtype=bfloat16" not in record["changes"]  # Not offered on a CPU.
+    assert "--config.keep_host_memory=false" in record["changes"]  # The compiled total fits.
     _apply(config, record["changes"])
+
+
+def test_a_step_predicted_not_to_fit_is_reported_and_never_run(
+    mars_sized, shared_compiles, monkeypatch, workdir
+):
+    # The smallest valid P (2) with less host RAM than its prediction: nothing may be executed.
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a step predicted not to fit was executed")
+
+    monkeypatch.setattr(preflight, "time_steps", must_not_run)
+    monkeypatch.setattr(state_lib, "create_train_state", must_not_run)
+    compiled_total = {}
+
+    def capacity(device, num_devices):
+        # Between the compiled total and the prediction with the kept heap's second copy: the
+        # CPU allowance alone decides. (Read after the compile, which `compiled_total` recorded.)
+        step = compiled_total["entry"]
+        return (step["total"] + step["needed"]) // 2, "test capacity"
+
+    compile_step = preflight._compile_step
+
+    def recording_compile(*args):
+        compiled, entry = compile_step(*args)
+        compiled_total["entry"] = entry
+        return compiled, entry
+
+    monkeypatch.setattr(preflight, "_compile_step", recording_compile)
+    monkeypatch.setattr(hardware, "memory_capacity", capacity)
+    config = _recipe_config("nl3d_mars", mode="preflight")
+    record = run.run(config, str(workdir))
+    memory, host = record["memory"], record["memory"]["host"]
+    assert not memory["fits"] and memory["max_num_ids_per_batch"] is None
+    assert record["step_time_s"] is None and host["measured_peak_rss"] is None
+    step = memory["train_step"]
+    assert host["predicted_peak_rss"] == host["rss_before_steps"] + 4 * step["needed"]
+    assert record["verdict"].startswith(
+        f"does not fit: the train step needs {preflight.size(step['needed'])} of host RAM per "
+        f"device ({preflight.size(step['total'])} compiled + "
+        f"{preflight.size(step['step_allocations'])} for a second step's allocations"
+    ), record["verdict"]
+    assert record["changes"] == ["--config.keep_host_memory=false", "--config.input.clip_len=2"]
+    _apply(config, record["changes"])
+
+
+def test_cpu_prediction_counts_the_kept_heap_and_the_rewrites():
+    gib = 2**30
+    compiled = {"arguments": gib, "outputs": gib, "aliased": gib, "temporaries": 3 * gib}
+    compiled["total"] = 4 * gib
+    config = _recipe_config("nl3d_mars")
+    assert config.keep_host_memory == "auto"
+    # Freed memory kept in the process (the CLI's default on a CPU): room for two steps'
+    # allocations. Given back to the system, or on an accelerator: the compiled total.
+    entry = preflight._train_step_entry(compiled, preflight.heap_copies(config, "cpu"))
+    assert entry["step_allocations"] == 3 * gib and entry["needed"] == 7 * gib
+    assert preflight.heap_copies(config, "gpu") == 1
+    config.keep_host_memory = "false"
+    assert preflight.heap_copies(config, "cpu") == 1
+
+    # What the CPU rewrites keep for the backward pass (temporal_conv's time-shifted copies, the
+    # im2col patches) is in the compiled temporaries, so the prediction holds it without an
+    # allowance of its own.
+    temporaries = {}
+    for fast in ("false", "true"):
+        config = _recipe_config("nl3d_mars", **{"model.fast_cpu_ops": fast})
+        mesh = parallel.make_mesh()
+        model, tx, lr_fn = train.model_and_optimizer(config, 625, 1000)
+        init = state_lib.init_clips(config.input)
+        abstract, shardings = state_lib.abstract_train_state(model, tx, init, mesh=mesh)
+        step_fn = train.compile_train_step(model, tx, lr_fn, config, shardings, mesh)
+        _, entry = preflight._compile_step(step_fn, abstract, config, mesh, 2, 2)
+        temporaries[fast] = entry["temporaries"]
+    assert temporaries["true"] > temporaries["false"]
 
 
 def test_fit_num_ids_follows_the_memory_line():
@@ -238,8 +326,9 @@ def test_cpu_capacity_is_host_ram_shared_by_the_devices():
     import jax  # noqa: PLC0415
 
     capacity, source = hardware.memory_capacity(jax.devices()[0], 4)
-    assert 0 < capacity <= hardware.host_memory_bytes() // 4
-    assert source.startswith("host RAM available") and source.endswith("/ 4 CPU devices")
+    assert 0 < capacity <= hardware.host_memory_bytes() * hardware.CPU_USABLE_FRACTION // 4
+    assert source.startswith("host RAM available") and source.endswith("x 0.9 / 4 CPU devices")
+    assert 0 < hardware.process_rss_bytes() <= hardware.process_peak_rss_bytes()
 
 
 @pytest.mark.slow

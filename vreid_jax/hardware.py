@@ -7,8 +7,9 @@ has no table entry: its peak is estimated from the core count, the clock in /pro
 FLOPs per cycle of the vector units (see `cpu_peak_flops`), and callers say it is an estimate.
 
 Memory capacity is what the device's allocator may use (`memory_stats()['bytes_limit']`) on GPU and
-TPU; a CPU device reports none, so its capacity is the host's physical memory shared among the CPU
-devices of the process.
+TPU; a CPU device reports none, so its capacity is most of the host RAM available now, shared among
+the CPU devices of the process. `process_rss_bytes` / `process_peak_rss_bytes` read what this
+process holds, so that a CPU prediction can be checked against the measured peak.
 """
 
 from __future__ import annotations
@@ -120,12 +121,41 @@ def host_available_bytes() -> int | None:
     return None
 
 
+# The share of the host RAM available that a CPU step may be sized to. The rest is left for what
+# runs beside the step and is not in its compiled memory (the state's initialisation, the input
+# pipeline's threads), for other processes' growth, and for the prediction's error (measured within
+# a few percent: benchmarks/README.md, "Preflight against measurements").
+CPU_USABLE_FRACTION = 0.9
+
+
+def _status_bytes(field: str) -> int | None:
+    """A size line of /proc/self/status (`VmRSS`, `VmHWM`) in bytes; None off Linux."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def process_rss_bytes() -> int | None:
+    """The host memory this process holds now (resident set; None where the system does not say)."""
+    return _status_bytes("VmRSS")
+
+
+def process_peak_rss_bytes() -> int | None:
+    """The most host memory this process has held so far (peak resident set, `VmHWM`)."""
+    return _status_bytes("VmHWM")
+
+
 def memory_capacity(device, devices_sharing_host: int = 1) -> tuple[int | None, str]:
     """`(bytes one device's executables may use, where the figure comes from)`.
 
-    GPU/TPU: the allocator's limit (`memory_stats()['bytes_limit']`). CPU: the host's RAM available
-    now, divided among the process's `devices_sharing_host` CPU devices. `(None, why)` when neither
-    is known.
+    GPU/TPU: the allocator's limit (`memory_stats()['bytes_limit']`). CPU: `CPU_USABLE_FRACTION` of
+    the host's RAM available now, divided among the process's `devices_sharing_host` CPU devices.
+    `(None, why)` when neither is known.
     """
     stats = None
     try:
@@ -141,9 +171,9 @@ def memory_capacity(device, devices_sharing_host: int = 1) -> tuple[int | None, 
         if host or total:
             what = "available" if host else "physical"
             host = host or total
-            return host // devices_sharing_host, (
+            return int(host * CPU_USABLE_FRACTION) // devices_sharing_host, (
                 f"host RAM {what} ({host / 2**30:.1f} GiB"
                 + (f" of {total / 2**30:.1f}" if total and what == "available" else "")
-                + f") / {devices_sharing_host} CPU devices"
+                + f") x {CPU_USABLE_FRACTION:g} / {devices_sharing_host} CPU devices"
             )
     return None, f"unknown: {device.platform} device reports no memory limit"

@@ -4,12 +4,14 @@ Before a long run on GPUs/TPUs, `run(config, workdir)`:
 1. compiles the full-size train step (`train.compile_train_step`, against the abstract state: no
    weights file is read, nothing is initialised) and the evaluation functions
    (`features.<extractor>.lowered`), and reads each executable's per-device memory
-   (`memory_analysis`) against the device's capacity (`hardware.memory_capacity`);
+   (`memory_analysis`) against the device's capacity (`hardware.memory_capacity`, read after the
+   compiles). On a CPU the step needs more than its compiled total: see `heap_copies`;
 2. reads the step's FLOPs (`cost_analysis`);
 3. times a few steps on random uint8 clips in the real batch structure and shardings. A step that
-   does not fit is not run: the per-device memory is fitted as a line in P
+   does not fit is never run: the per-device memory is fitted as a line in P
    (`config.input.num_ids_per_batch`) from a second compile at a smaller P, the largest P that fits
-   is compiled and timed, and the configured step time is extrapolated by clip count;
+   is compiled and timed, and the configured step time is extrapolated by clip count. On a CPU the
+   process's peak RSS after the steps is recorded next to the predicted one;
 4. times the real training input pipeline on synthetic frames at the configured size
    (`data.throughput`) against the clips/s the step consumes;
 5. prints a verdict with the exact `--config.` overrides to apply, and writes
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import os
+import platform
 import statistics
 import time
 
@@ -47,10 +50,12 @@ def run(config, workdir: str) -> dict:
     """Runs the preflight of `config` on the devices present; returns and writes its record.
 
     `workdir/preflight.json` (process 0): `{"recipe", "devices", "memory": {"train_step", "eval",
-    "capacity_bytes", "capacity_source", "fits", "max_num_ids_per_batch"}, "flops_per_step",
+    "capacity_bytes", "capacity_source", "fits", "max_num_ids_per_batch", "host"}, "flops_per_step",
     "peak_flops_per_device", "step_time_s", "step_time_extrapolated", "predicted_mfu",
     "clips_per_s_consumed", "input_clips_per_s", "input_bound", "verdict", "changes", "seconds"}`.
-    Memory entries are per device, in bytes; clips/s are per process.
+    Memory entries are per device, in bytes (the train step's `needed` is what is checked against
+    the capacity); `host` is the process's RSS, predicted and measured, on a CPU (else None);
+    clips/s are per process.
     """
     start = time.perf_counter()
     mesh = parallel.make_mesh()
@@ -65,7 +70,7 @@ def run(config, workdir: str) -> dict:
         )
     num_classes, classes_source = num_classes_for(config)
     device = jax.local_devices()[0]
-    capacity, capacity_source = hardware.memory_capacity(device, jax.local_device_count())
+    rss_at_start = hardware.process_rss_bytes()
     logging.info(
         "Preflight of %s on %s: %d x %s, %d process(es); %d classes from %s.",
         config.model.name,
@@ -82,7 +87,8 @@ def run(config, workdir: str) -> dict:
     init_clips = state_lib.init_clips(config.input)
     abstract_state, shardings = state_lib.abstract_train_state(model, tx, init_clips, mesh=mesh)
     step_fn = train.compile_train_step(model, tx, lr_fn, config, shardings, mesh)
-    compile_at = functools.partial(_compile_step, step_fn, abstract_state, config, mesh)
+    copies = heap_copies(config, device.platform)
+    compile_at = functools.partial(_compile_step, step_fn, abstract_state, config, mesh, copies)
     compiled, train_memory = compile_at(num_ids)
     flops = _flops(compiled) * jax.device_count()
     extractor = features.extractor_for(model, config, mesh)
@@ -90,8 +96,16 @@ def run(config, workdir: str) -> dict:
         name: memory_of(lowered.compile())
         for name, lowered in extractor.lowered(state_lib.variables_of(abstract_state)).items()
     }
+    # Read after compiling: on a CPU the compiler's memory stays in this process, so what the host
+    # can still give is what the state and the step may use.
+    capacity, capacity_source = hardware.memory_capacity(device, jax.local_device_count())
+    rss = {  # This process, before any step runs: at the start, the compiles' peak, now.
+        "rss_at_start": rss_at_start,
+        "compile_peak_rss": hardware.process_peak_rss_bytes(),
+        "rss_before_steps": hardware.process_rss_bytes(),
+    }
     for entry in (train_memory, *eval_memory.values()):
-        entry["fits"] = capacity is None or entry["total"] <= capacity
+        entry["fits"] = capacity is None or needed(entry) <= capacity
 
     timed_ids, timed_step = num_ids, compiled
     if not train_memory["fits"]:
@@ -103,6 +117,8 @@ def run(config, workdir: str) -> dict:
             train_memory["at_max_num_ids_per_batch"] = fitted
 
     # ------------------------------------------------------------------ time
+    # Only a step predicted to fit gets here: one that does not is reported, never run (on a CPU an
+    # oversized step would take the host's RAM and the kernel would kill the process, or others).
     step_time = None
     if timed_step is not None:
         state, _ = state_lib.create_train_state(model, tx, init_clips, seed=config.seed, mesh=mesh)
@@ -110,6 +126,12 @@ def run(config, workdir: str) -> dict:
         times, _ = time_steps(timed_step, state, batch, config.preflight.timed_steps)
         step_time = statistics.median(times)
         step_time *= num_ids / timed_ids  # Extrapolated by clip count when timed at a smaller P.
+    host = None
+    if device.platform == "cpu":
+        timed_memory = None  # The entry of the P that was run, if any.
+        if timed_step is not None:
+            timed_memory = train_memory.get("at_max_num_ids_per_batch", train_memory)
+        host = host_record(rss, train_memory, timed_memory, copies)
     pipeline_rate = throughput.train_clips_per_s(
         config.input,
         seconds=config.preflight.input_seconds,
@@ -151,6 +173,7 @@ def run(config, workdir: str) -> dict:
             "capacity_source": capacity_source,
             "fits": all(e["fits"] for e in (train_memory, *eval_memory.values())),
             "max_num_ids_per_batch": timed_ids if timed_step is not None else None,
+            "host": host,
         },
         "flops_per_step": flops,
         "peak_flops_per_device": peak,
@@ -169,6 +192,8 @@ def run(config, workdir: str) -> dict:
     }
     record["verdict"], record["changes"] = verdict(record, config)
     record["seconds"] = time.perf_counter() - start
+    if host is not None:  # Everything the preflight ran, the input pipeline's timing included.
+        host["peak_rss_at_end"] = hardware.process_peak_rss_bytes()
     print_report(record)
     if jax.process_index() == 0:
         files.write_json_atomic(os.path.join(workdir, "preflight.json"), record)
@@ -223,6 +248,79 @@ def memory_of(compiled) -> dict:
     return entry
 
 
+def heap_copies(config, platform_name: str) -> int:
+    """How many train steps' worth of per-call allocations the host may hold at once: 2 on a CPU
+    whose freed memory stays in the process (`config.keep_host_memory` 'true', or 'auto' on a CPU;
+    glibc), else 1.
+
+    Why: XLA:CPU allocates each call's temporaries (the compiled `temporaries`) as one block,
+    `posix_memalign(64, T)`, on a worker thread. With freed memory kept in the process
+    (`host_memory`: no mmap, no trimming) that block comes from the heap, and the next call's
+    request (T plus the alignment's slack) fits in the freed block only where it has merged with
+    free neighbours; otherwise the heap grows by another T, for good. (The previous call's block is
+    also sometimes freed only after the next call has allocated its own.) Logged on the 2-core CPU
+    (NL3D, 8 clips of 8x128x64, T = 2.6 GiB): the peak held one block in some runs and two in most;
+    with `keep_host_memory=false` it held one (benchmarks/README.md, "Preflight against
+    measurements"). A step is sized for two, so that preflight never runs what the host cannot hold.
+    Everything the CPU rewrites keep for the backward pass (`models.pointwise_conv`: temporal_conv's
+    time-shifted copies, the im2col patches) is an XLA buffer, already in the compiled temporaries.
+
+    In a notebook the CLI has not applied the setting, so 2 over-estimates there (the safe side).
+    """
+    if platform_name != "cpu" or platform.libc_ver()[0] != "glibc":
+        return 1
+    return 2 if str(config.keep_host_memory).lower() in ("true", "auto") else 1
+
+
+def needed(entry: dict) -> int:
+    """Bytes per device an executable's memory entry needs: its compiled `total`, plus, for a CPU
+    train step, the extra heap copies of its per-call allocations (`heap_copies`)."""
+    return entry.get("needed", entry["total"])
+
+
+def _train_step_entry(memory: dict, copies: int) -> dict:
+    """A train step's memory entry with what each call allocates (`step_allocations`: outputs not
+    written over donated arguments, plus temporaries), `heap_copies` and `needed`."""
+    step_allocations = memory["outputs"] - memory["aliased"] + memory["temporaries"]
+    return {
+        **memory,
+        "step_allocations": step_allocations,
+        "heap_copies": copies,
+        "needed": memory["total"] + (copies - 1) * step_allocations,
+    }
+
+
+def host_record(rss: dict, configured: dict, timed: dict | None, copies: int) -> dict:
+    """The CPU process's RSS, predicted and measured (bytes; None where /proc does not say).
+
+    `rss` holds the readings before any step ran (`rss_at_start`, `compile_peak_rss`,
+    `rss_before_steps`). Predicted peak = RSS after the compiles + what the local devices' train
+    steps need (`needed` per device): the compiler's own memory is already in that RSS.
+    `measured_peak_rss` is the process's peak RSS after the timed steps (None when nothing was
+    run), to compare with `predicted_peak_rss_timed` (at the P that was run, `timed`).
+    """
+    devices, before = jax.local_device_count(), rss["rss_before_steps"]
+
+    def predicted(entry, need=needed):
+        return None if before is None or entry is None else before + devices * need(entry)
+
+    measured = hardware.process_peak_rss_bytes() if timed is not None else None
+    timed_prediction = predicted(timed)
+    return {
+        **rss,
+        "heap_copies": copies,
+        "predicted_peak_rss": predicted(configured),
+        # Where the heap happens to reuse the previous call's block: one step's allocations.
+        "predicted_peak_rss_one_copy": predicted(configured, lambda entry: entry["total"]),
+        "timed_num_ids_per_batch": None if timed is None else timed["num_ids_per_batch"],
+        "predicted_peak_rss_timed": timed_prediction,
+        "measured_peak_rss": measured,
+        "measured_over_predicted": (
+            round(measured / timed_prediction, 3) if measured and timed_prediction else None
+        ),
+    }
+
+
 def _flops(compiled) -> float:
     """FLOPs of one device's share of a compiled step (XLA counts a multiply-add as 2)."""
     cost = compiled.cost_analysis()
@@ -242,8 +340,9 @@ def _abstract_batch(config, num_ids: int, mesh) -> dict:
     }
 
 
-def _compile_step(step_fn, abstract_state, config, mesh, num_ids: int):
-    """`(compiled train step, its memory entry)` for global batches of `num_ids` identities."""
+def _compile_step(step_fn, abstract_state, config, mesh, copies: int, num_ids: int):
+    """`(compiled train step, its memory entry)` for global batches of `num_ids` identities, with
+    `copies` heap copies of its per-call allocations in `needed` (`heap_copies`)."""
     started = time.perf_counter()
     compiled = step_fn.lower(abstract_state, _abstract_batch(config, num_ids, mesh)).compile()
     logging.info(
@@ -251,7 +350,10 @@ def _compile_step(step_fn, abstract_state, config, mesh, num_ids: int):
         num_ids,
         time.perf_counter() - started,
     )
-    return compiled, {"num_ids_per_batch": num_ids, **memory_of(compiled)}
+    return compiled, {
+        "num_ids_per_batch": num_ids,
+        **_train_step_entry(memory_of(compiled), copies),
+    }
 
 
 def _valid_num_ids(num_ids: int, num_instances: int, mesh) -> bool:
@@ -267,15 +369,15 @@ def _valid_num_ids(num_ids: int, num_instances: int, mesh) -> bool:
 def fit_num_ids(compile_at, num_ids: int, memory: dict, capacity: int, valid):
     """The largest valid P below `num_ids` whose train step fits in `capacity` bytes per device.
 
-    The per-device memory is a line in P (the batch share and the activations grow with it, the
-    replicated state does not): it is drawn through `memory` (at `num_ids`) and a compile at about
-    half of it, the line's largest P is compiled to check, and smaller valid ones are tried while
-    it does not fit (`_MAX_FIT_COMPILES` at most).
+    The per-device memory (`needed`) is a line in P (the batch share and the activations grow with
+    it, the replicated state does not): it is drawn through `memory` (at `num_ids`) and a compile
+    at about half of it, the line's largest P is compiled to check, and smaller valid ones are
+    tried while it does not fit (`_MAX_FIT_COMPILES` at most).
 
     Args:
       compile_at: `P -> (compiled step, memory entry)`.
       num_ids: the configured P.
-      memory: the memory entry at `num_ids`.
+      memory: the memory entry at `num_ids` (`needed` of it is compared with `capacity`).
       capacity: bytes per device.
       valid: `P -> bool`, the values a run accepts.
 
@@ -288,14 +390,14 @@ def fit_num_ids(compile_at, num_ids: int, memory: dict, capacity: int, valid):
     second = next((p for p in candidates if p <= num_ids // 2), candidates[-1])
     compiled, second_memory = compile_at(second)
     tried = {second: (compiled, second_memory)}
-    slope = (memory["total"] - second_memory["total"]) / (num_ids - second)
+    slope = (needed(memory) - needed(second_memory)) / (num_ids - second)
     if slope > 0:
-        estimate = second + (capacity - second_memory["total"]) / slope
+        estimate = second + (capacity - needed(second_memory)) / slope
     else:  # Memory that does not grow with P: only what was measured counts.
-        estimate = second if second_memory["total"] <= capacity else 0
+        estimate = second if needed(second_memory) <= capacity else 0
     for p in [c for c in candidates if c <= estimate][:_MAX_FIT_COMPILES]:
         compiled, entry = tried.get(p) or compile_at(p)
-        if entry["total"] <= capacity:
+        if needed(entry) <= capacity:
             return p, compiled, entry
     return None, None, None
 
@@ -364,20 +466,42 @@ def verdict(record: dict, config) -> tuple[str, list[str]]:
     devices = record["devices"]
     problems, changes = [], []
     if not train_memory["fits"]:
+        of_what = " of host RAM" if devices["platform"] == "cpu" else ""
         text = (
-            f"does not fit: the train step needs {size(train_memory['total'])} per device, "
-            f"{size(capacity)} available ({memory['capacity_source']})"
+            f"does not fit: the train step needs {size(needed(train_memory))}{of_what} per device"
         )
+        heap_copies = train_memory.get("heap_copies", 1)
+        if heap_copies > 1:
+            text += (
+                f" ({size(train_memory['total'])} compiled + "
+                f"{size((heap_copies - 1) * train_memory['step_allocations'])} for a second "
+                "step's allocations, which the kept heap can hold: config.keep_host_memory)"
+            )
+        text += f", {size(capacity)} available ({memory['capacity_source']})"
         options = []
         fitted = memory["max_num_ids_per_batch"]
         if fitted is not None:
             flag = f"--config.input.num_ids_per_batch={fitted}"
-            fitted_total = train_memory["at_max_num_ids_per_batch"]["total"]
-            options.append(f"set {flag} (fits with {size(fitted_total)})")
+            fitted_need = needed(train_memory["at_max_num_ids_per_batch"])
+            options.append(f"set {flag} (fits with {size(fitted_need)})")
+            changes.append(flag)
+        if heap_copies > 1 and train_memory["total"] <= capacity:
+            # Freed memory goes back to the system: one step's allocations at a time, but every
+            # call faults its pages in again (host_memory: steps about 12% slower).
+            flag = "--config.keep_host_memory=false"
+            options.append(f"set {flag} (needs {size(train_memory['total'])}, steps ~12% slower)")
             changes.append(flag)
         if config.model.dtype == "float32" and devices["platform"] != "cpu":
             options.append("--config.model.dtype=bfloat16")
             changes.append("--config.model.dtype=bfloat16")
+        fewer_instances = config.input.num_instances // 2
+        if (
+            fewer_instances >= (2 if config.loss.triplet_weight > 0 else 1)
+            and (config.input.num_ids_per_batch * fewer_instances) % devices["count"] == 0
+        ):
+            flag = f"--config.input.num_instances={fewer_instances}"
+            options.append(f"fewer clips per identity ({flag})")
+            changes.append(flag)
         if config.input.clip_len > 1:
             flag = f"--config.input.clip_len={config.input.clip_len // 2}"
             options.append(f"fewer frames ({flag})")
@@ -428,7 +552,7 @@ def verdict(record: dict, config) -> tuple[str, list[str]]:
 
 
 def _largest(memory: dict) -> int:
-    return max(e["total"] for e in (memory["train_step"], *memory["eval"].values()))
+    return max(needed(e) for e in (memory["train_step"], *memory["eval"].values()))
 
 
 def _suggested_eval_batch(entry: dict, capacity: int, config, key: str, num_devices: int) -> int:
@@ -438,6 +562,35 @@ def _suggested_eval_batch(entry: dict, capacity: int, config, key: str, num_devi
     growing = max(entry["total"] - entry["arguments"], 1)
     scaled = int(batch * max(capacity - entry["arguments"], 0) / growing)
     return max(num_devices, scaled // num_devices * num_devices)
+
+
+def _host_rows(host: dict) -> list[list[str]]:
+    rows = [
+        ["at the start", size(host["rss_at_start"])],
+        ["peak while compiling", size(host["compile_peak_rss"])],
+        ["after compiling", size(host["rss_before_steps"])],
+        [
+            "predicted peak of the configured step",
+            size(host["predicted_peak_rss"])
+            + (
+                f" ({size(host['predicted_peak_rss_one_copy'])} where the heap reuses the "
+                "previous step's block)"
+                if host["heap_copies"] > 1
+                else ""
+            ),
+        ],
+    ]
+    if host["measured_peak_rss"] is not None:
+        rows += [
+            [
+                f"predicted / measured peak of the step run (P={host['timed_num_ids_per_batch']})",
+                f"{size(host['predicted_peak_rss_timed'])} / {size(host['measured_peak_rss'])}"
+                f" (measured / predicted {host['measured_over_predicted']})",
+            ]
+        ]
+    else:
+        rows.append(["measured peak", "no step run (none predicted to fit)"])
+    return rows
 
 
 def print_report(record: dict) -> str:
@@ -451,11 +604,11 @@ def print_report(record: dict) -> str:
         entries.append((f"train step at P={fitted['num_ids_per_batch']}", fitted))
     entries += [(f"eval {name}", entry) for name, entry in memory["eval"].items()]
     for label, entry in entries:
-        share = f"{100 * entry['total'] / capacity:.0f}%" if capacity else "?"
-        fits = "yes" if capacity is None or entry["total"] <= capacity else "NO"
+        share = f"{100 * needed(entry) / capacity:.0f}%" if capacity else "?"
+        fits = "yes" if capacity is None or needed(entry) <= capacity else "NO"
         rows.append(
             [label, *(size(entry[k]) for k in ("arguments", "outputs", "temporaries")),
-             size(entry["total"]), share, fits]
+             size(entry["total"]), size(needed(entry)), share, fits]
         )  # fmt: skip
     title = (
         f"Preflight: {recipe['model']} on {recipe['dataset']}, {recipe['global_batch_clips']} "
@@ -463,8 +616,14 @@ def print_report(record: dict) -> str:
         f"on {devices['count']} x {devices['device_kind']}; per-device memory against "
         f"{size(capacity)} ({memory['capacity_source']})"
     )
-    header = ["executable", "arguments", "outputs", "temporaries", "total", "of capacity", "fits"]
+    header = ["executable", "arguments", "outputs", "temporaries", "total", "needed"]
+    header += ["of capacity", "fits"]
     text = logging_utils.log_table(title, header, rows)
+    host = memory["host"]
+    if host is not None:
+        text += "\n" + logging_utils.log_table(
+            "Preflight: host RAM of this process (RSS)", ["quantity", "value"], _host_rows(host)
+        )
     step = record["step_time_s"]
     mfu = record["predicted_mfu"]
     facts = [
