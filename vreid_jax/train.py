@@ -9,6 +9,7 @@ clu's progress reporter and profiler as per-step hooks.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
 import json
@@ -148,7 +149,7 @@ def build(config, data, mesh, *, overlay_pretrained: bool = True):
     (`pretrained.load_into`).
     """
     model, tx, lr_fn = model_and_optimizer(
-        config, data.num_classes, pipeline.steps_per_epoch(data.train, config.input)
+        config, data.num_classes, pipeline.steps_per_epoch(data.label_counts, config.input)
     )
     overlay = None
     if config.model.pretrained and overlay_pretrained:
@@ -238,9 +239,12 @@ def _train_and_evaluate(config, workdir: str, writer, ckpt) -> dict | None:
     start_from_file = bool(config.model.pretrained) and ckpt.latest_step() is None
     if start_from_file:
         pretrained.require_file(config.model.pretrained)
-    data = load_data(config)
+    data = load_data(config, with_train=False)
+    # The training frames are read while the model is built and its step compiled, which do not
+    # need them: start-up takes about the longer of the two, not their sum.
+    reading_train = _in_background(data.read_train)
     total_steps = config_lib.total_train_steps(
-        config, pipeline.steps_per_epoch(data.train, config.input)
+        config, pipeline.steps_per_epoch(data.label_counts, config.input)
     )
     logging.info(
         "Batch %d ids x %d clips = %d clips over %d devices; %d steps in all.",
@@ -270,6 +274,7 @@ def _train_and_evaluate(config, workdir: str, writer, ckpt) -> dict | None:
     extractor = features.extractor_for(model, config, mesh)
     untrained = _untrained_summary(config, workdir, writer, extractor, state, data, start_step)
     step_fn = compile_train_step(model, tx, lr_fn, config, shardings, mesh)
+    reading_train.result()
 
     # ------------------------------------------------------------------ the loop
     batches = pipeline.train_batches(
@@ -348,6 +353,14 @@ def _train_and_evaluate(config, workdir: str, writer, ckpt) -> dict | None:
     reports.write_reports(workdir, record, ranking, data, config, untrained)
     reports.print_table(record)
     return record
+
+
+def _in_background(fn) -> concurrent.futures.Future:
+    """`fn()` started on a thread of its own; `.result()` waits for it (and raises its error)."""
+    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="background")
+    future = pool.submit(fn)
+    pool.shutdown(wait=False)
+    return future
 
 
 def _untrained_summary(config, workdir, writer, extractor, state, data, start_step):

@@ -11,9 +11,11 @@ the real converter (`data_prep`), once, by process 0.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import shutil
 import time
+from collections.abc import Callable
 
 import numpy as np
 from absl import logging
@@ -35,7 +37,8 @@ class ReidData:
 
     Attributes:
       train: this process's identity slice of the training split (`label % process_count ==
-        process_index`), with `label_counts` over all processes; None when loaded for evaluation only.
+        process_index`), with `label_counts` over all processes; None until `read_train` is called
+        when loaded with `with_train=False`.
       query: every query tracklet (streamed).
       gallery: every gallery tracklet of the protocol (streamed); with the 'official' MARS/LS-VID
         gallery, the queries followed by `stored_gallery`.
@@ -57,6 +60,15 @@ class ReidData:
     protocol: str
     gallery_choice: str | None = None
     stored_gallery: TrackletIndex | None = None
+    label_counts: np.ndarray | None = None
+    _read_train: Callable[[], TrackletIndex] | None = None
+
+    def read_train(self) -> TrackletIndex:
+        """Reads the training split's frames into `train` (this process's slice) and returns it.
+        The loop calls it in a thread, while the model is built and its step compiled."""
+        if self.train is None:
+            self.train = self._read_train()
+        return self.train
 
     def __repr__(self) -> str:
         return (
@@ -105,8 +117,8 @@ def load(
       seed: seed of the synthetic dataset, if one is generated.
       process_index: this process.
       process_count: number of processes.
-      with_train: read the training split's frames (False for evaluation only: the class count
-        then comes from the build's metadata, and `train` is None).
+      with_train: read the training split's frames now (otherwise `read_train()` does, when asked;
+        `num_classes` and `label_counts` come from the build's metadata either way).
 
     Raises:
       UserError: unknown name or gallery, an empty split, a missing non-synthetic dataset.
@@ -150,11 +162,15 @@ def load(
             f"The training split of {name!r} in config.data.data_dir={data_dir!r} has unlabelled "
             "tracklets."
         )
-    train = None
-    if with_train:
-        train = _read_train(
-            open_train(), train_columns, label_counts, f"{name}/train", process_index, process_count
-        )
+    read_train = functools.partial(
+        _read_train,
+        open_train,
+        train_columns,
+        label_counts,
+        f"{name}/train",
+        process_index,
+        process_count,
+    )
 
     def streamed(split_name):
         columns, open_split = split(split_name)
@@ -176,8 +192,8 @@ def load(
             gallery = TrackletIndex.concatenate(query, stored_gallery)
     elif name in MULTI_SPLIT:
         protocol = f"{name}-split{split_index}"
-    return ReidData(
-        train=train,
+    data = ReidData(
+        train=None,
         query=query,
         gallery=gallery,
         num_classes=len(label_counts),
@@ -186,12 +202,20 @@ def load(
         protocol=protocol,
         gallery_choice=mars_gallery if name in GALLERY_WITHOUT_QUERIES else None,
         stored_gallery=stored_gallery,
+        label_counts=label_counts,
+        _read_train=read_train,
     )
+    if with_train:
+        data.read_train()
+    return data
 
 
-def _read_train(ds, columns, label_counts, source, process_index, process_count) -> TrackletIndex:
+def _read_train(
+    open_split, columns, label_counts, source, process_index, process_count
+) -> TrackletIndex:
     """This process's identity slice of the training split, frames in memory. Other processes'
     tracklets are dropped inside tf.data, before their frames reach Python."""
+    ds = open_split()
     mine = columns["label"] % process_count == process_index
     if process_count > 1:
         ds = ds.filter(lambda example: example["label"] % process_count == process_index)

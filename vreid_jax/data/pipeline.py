@@ -24,10 +24,11 @@ from vreid_jax.data.tracklets import TrackletIndex
 from vreid_jax.errors import UserError
 
 
-def steps_per_epoch(index: TrackletIndex, input_config) -> int:
-    """Training steps per epoch for `input_config` (the same on every process)."""
+def steps_per_epoch(label_counts: np.ndarray, input_config) -> int:
+    """Training steps per epoch for `input_config` (the same on every process), from the training
+    split's tracklets per label (`ReidData.label_counts`)."""
     return sampling.steps_per_epoch(
-        index.training_label_counts(),
+        label_counts,
         input_config.num_ids_per_batch,
         input_config.num_instances,
         input_config.epoch,

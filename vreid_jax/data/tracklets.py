@@ -69,10 +69,11 @@ class StreamedFrames:
 
     def _checked(self, example, row: int) -> list[bytes]:
         key, frames = _text(example["tracklet_key"]), [bytes(f) for f in example["frames"]]
-        if key != self._keys[row] or len(frames) != self._lengths[row]:
+        expected_key, expected_length = str(self._keys[row]), int(self._lengths[row])
+        if key != expected_key or len(frames) != expected_length:
             raise ValueError(
                 f"{self.source}: record {row} is {key!r} with {len(frames)} frames; the dataset's "
-                f"metadata says {self._keys[row]!r} with {self._lengths[row]}. The shards and their "
+                f"metadata says {expected_key!r} with {expected_length}. The shards and their "
                 "metadata disagree: rebuild the dataset with data_prep.build."
             )
         return frames
