@@ -49,6 +49,8 @@ class ReidData:
       gallery_choice: for datasets whose stored gallery excludes the queries (MARS, LS-VID), the
         `config.eval.mars_gallery` in use: 'official' (`gallery` = query + stored gallery) or
         'torchreid' (the stored gallery alone); None for the others.
+      stored_gallery: the gallery as stored (for MARS/LS-VID, without the queries; junk dropped).
+      label_counts: training tracklets per label over all processes, from the build's metadata.
     """
 
     train: TrackletIndex | None
