@@ -25,9 +25,9 @@ NUM_CLASSES = 6
 
 
 def _data():
-    """What `train.build` reads of a dataset: the class count and the training index."""
+    """What `train.build` reads of a dataset: the class count and tracklets per label."""
     index = fake.make_index([3] * NUM_CLASSES, 8, height=64, width=32)
-    return types.SimpleNamespace(num_classes=NUM_CLASSES, train=index)
+    return types.SimpleNamespace(num_classes=NUM_CLASSES, label_counts=index.label_counts)
 
 
 def _flat_variables(state):
