@@ -1,7 +1,7 @@
 """Whole train step with the project's batch norm against an alternative form of it.
 
 `benchmarks/batch_norm.py` times one BN layer; this times the project's compiled train step
-(`vreid_jax.train.compile_train_step`: forward, label-smoothed cross-entropy + batch-hard triplet,
+(`vreid_jax.training.loop.compile_train_step`: forward, label-smoothed cross-entropy + batch-hard triplet,
 backward, Adam) of a full-size model twice: once as built (`vreid_jax.models.batch_norm.BatchNorm`:
 two-pass variance, unbiased running variance, written-out gradient) and once with `--against`:
 - `one_pass_flax`: every BN swapped for flax's `nn.BatchNorm(use_fast_variance=True)` (one-pass
@@ -66,8 +66,9 @@ def build_step(config, num_classes: int, swap=contextlib.nullcontext):
     import jax  # noqa: PLC0415
     import numpy as np  # noqa: PLC0415
 
-    from vreid_jax import models, optim, parallel, train  # noqa: PLC0415
-    from vreid_jax import state as state_lib  # noqa: PLC0415
+    from vreid_jax import models, parallel  # noqa: PLC0415
+    from vreid_jax.training import loop, optim
+    from vreid_jax.training import state as state_lib  # noqa: PLC0415
 
     cfg = config.input
     mesh = parallel.make_mesh(jax.devices()[:1])
@@ -87,7 +88,7 @@ def build_step(config, num_classes: int, swap=contextlib.nullcontext):
         state, shardings = state_lib.create_train_state(
             model, tx, state_lib.init_clips(config.input), seed=0, mesh=mesh
         )
-        step_fn = train.compile_train_step(model, tx, lr_fn, config, shardings, mesh)
+        step_fn = loop.compile_train_step(model, tx, lr_fn, config, shardings, mesh)
         start = time.perf_counter()
         state, metrics = step_fn(state, batch)  # Traces and compiles under the chosen BN.
         jax.block_until_ready(metrics)

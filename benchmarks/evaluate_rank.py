@@ -24,7 +24,7 @@ import common  # benchmarks/common.py (this folder is on sys.path when run as a 
 import jax
 import numpy as np
 
-from vreid_jax import metrics
+from vreid_jax.evaluation import metrics
 
 NUM_QUERY, NUM_GALLERY, NUM_QUERY_IDS, NUM_CAMS = 1980, 11310, 626, 6
 NUM_DISTRACTORS, NUM_JUNK = 1000, 2000

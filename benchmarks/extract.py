@@ -1,8 +1,8 @@
-"""`python -m vreid_jax.extract` from a folder source against the evaluation's extraction.
+"""`python -m vreid_jax.deploy.extract` from a folder source against the evaluation's extraction.
 
 Writes the frames of an in-memory set of JPEG tracklets to `<tmp>/<track>/<n>.jpg`, then times:
 reading the folder source (every frame read and decoded once, `tracks.sources.from_folder`),
-extraction of those tracklets (`vreid_jax.extract.extract`), and the evaluation's extractor on the
+extraction of those tracklets (`vreid_jax.deploy.extract.extract`), and the evaluation's extractor on the
 in-memory index of the same frames (`features.extractor_for`, as `benchmarks/feature_extraction.py`
 runs it). `extract` compiles its functions on each call, as one command does: it compares with the
 evaluation's first call (compilation included); the evaluation's second call gives the rate without
@@ -37,10 +37,12 @@ def main() -> None:
     args.dtype = "float32"
     import jax  # noqa: PLC0415
 
-    from vreid_jax import extract, features, models, parallel, trained  # noqa: PLC0415
-    from vreid_jax import state as state_lib  # noqa: PLC0415
+    from vreid_jax import models, parallel
     from vreid_jax.data import fake  # noqa: PLC0415
-    from vreid_jax.tracks import sources  # noqa: PLC0415
+    from vreid_jax.deploy import extract, workdir  # noqa: PLC0415
+    from vreid_jax.deploy.tracks import sources  # noqa: PLC0415
+    from vreid_jax.evaluation import features
+    from vreid_jax.training import state as state_lib  # noqa: PLC0415
 
     config = common.model_config(args)
     config.input.update(height=args.height, width=args.width)
@@ -77,7 +79,7 @@ def main() -> None:
         tracklets = sources.from_folder(root)
         read_s = time.perf_counter() - start
     meta = {"dataset": "none", "num_classes": 625, "input": {}}
-    loaded = trained.TrainedModel(config, model, variables, mesh, step=0, checkpoint="", meta=meta)
+    loaded = workdir.TrainedModel(config, model, variables, mesh, step=0, checkpoint="", meta=meta)
     extract_s = timed(lambda: extract.extract(loaded, tracklets, progress=False))
 
     record = {

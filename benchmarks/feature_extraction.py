@@ -1,6 +1,6 @@
 """Evaluation at MARS scale: feature-extraction frames/s next to the ranking time.
 
-Runs the project's evaluator (`vreid_jax.features.extractor_for`: tf.data decode of every frame,
+Runs the project's evaluator (`vreid_jax.evaluation.features.extractor_for`: tf.data decode of every frame,
 fixed-shape batches sharded over the devices, the compiled eval forward pass, per-tracklet
 aggregation) over an in-memory set of 256x128 JPEG tracklets (a first call compiles, then
 `--repeats` timed calls), and also times the compiled forward pass alone on a device-resident batch,
@@ -45,8 +45,9 @@ def main() -> None:
     import jax  # noqa: PLC0415
     import numpy as np  # noqa: PLC0415
 
-    from vreid_jax import features, models, parallel  # noqa: PLC0415
+    from vreid_jax import models, parallel
     from vreid_jax.data import fake  # noqa: PLC0415
+    from vreid_jax.evaluation import features  # noqa: PLC0415
 
     config = common.model_config(args)
     config.input.update(height=args.height, width=args.width)

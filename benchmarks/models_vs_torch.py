@@ -7,12 +7,12 @@ NL3D = `tests/torch_nl3d.py` (our (2+1)D ResNet-50 + non-local + bottleneck head
 our variables) and see the same batch (`--batch` tracklets x `--clip_len` frames; labels P x K
 with K = 2), dropout 0 on both sides so that the first losses can be compared.
 
-- train: JAX runs the project's step (`vreid_jax.train.train_step`, jitted with the state donated:
+- train: JAX runs the project's step (`vreid_jax.training.loop.train_step`, jitted with the state donated:
   uint8 normalisation, forward, label-smoothed CE + batch-hard triplet, backward, Adam with
   coupled weight decay); torch runs forward, the same losses (`tests/torch_losses.py`), backward
   and `torch.optim.Adam(lr, betas, eps, weight_decay)` with the same hyper-parameters
   (configs/default.py; constant learning rate).
-- eval: what `vreid_jax.features` compiles. GLTR: `encode_frames` over the batch's B*T frames,
+- eval: what `vreid_jax.evaluation.features` compiles. GLTR: `encode_frames` over the batch's B*T frames,
   then `temporal_head` over the `[B, T, 128]` features (a full mask); NL3D: the clip forward.
   torch: the model in eval mode under `torch.no_grad()`. Reported also as frames/s.
 
@@ -83,13 +83,14 @@ def jax_side(args, config, module, variables, clips, labels):
     import jax  # noqa: PLC0415
     import jax.numpy as jnp  # noqa: PLC0415
 
-    from vreid_jax import features, optim, train  # noqa: PLC0415
-    from vreid_jax import state as state_lib  # noqa: PLC0415
+    from vreid_jax.evaluation import features  # noqa: PLC0415
+    from vreid_jax.training import loop, optim
+    from vreid_jax.training import state as state_lib  # noqa: PLC0415
 
     tx, lr_fn = optim.create_optimizer(config, steps_per_epoch=1)
     step_fn = jax.jit(
         functools.partial(
-            train.train_step, model=module, tx=tx, lr_fn=lr_fn, loss_config=config.loss, seed=0
+            loop.train_step, model=module, tx=tx, lr_fn=lr_fn, loss_config=config.loss, seed=0
         ),
         donate_argnums=0,
     )
@@ -178,9 +179,9 @@ def components(args, config, module, net, jax_parts, torch_parts, variables):
     import torch  # noqa: PLC0415
     import torch_losses  # noqa: PLC0415
 
-    from vreid_jax import losses, train  # noqa: PLC0415
     from vreid_jax.data import pixels  # noqa: PLC0415
     from vreid_jax.models import heads  # noqa: PLC0415
+    from vreid_jax.training import loop, losses  # noqa: PLC0415
 
     tx, state, batch = jax_parts
     opt, x, y = torch_parts
@@ -234,7 +235,7 @@ def components(args, config, module, net, jax_parts, torch_parts, variables):
 
     head_grad = jax.jit(jax.grad(jax_head_loss, argnums=(0, 1)))
     loss_grads = jax.jit(
-        functools.partial(train.loss_and_grads, model=module, loss_config=config.loss, seed=0)
+        functools.partial(loop.loss_and_grads, model=module, loss_config=config.loss, seed=0)
     )
 
     def opt_update(p, o, g):

@@ -5,12 +5,12 @@ cut into up to three fragments with gaps of 0-5 frames (`tests/track_helpers.fra
 Features are each person's rendered traits (one-hot) plus a per-camera offset and Gaussian noise
 of `--noise` per dimension (`tests/track_helpers.trait_features`): a stand-in for a trained model's
 features, of controlled quality, not features computed from the pixels. For each noise level and
-threshold, `vreid_jax.relink.relink` merges the fragments; the record holds pairwise merge
+threshold, `vreid_jax.deploy.relink.relink` merges the fragments; the record holds pairwise merge
 precision/recall/F1 over fragments and IDF1 against the ground truth, before and after.
 
 With `--workdir RUN` (a trained run, e.g. the demo's `runs/demo`), the features are instead the
 run's own, extracted from the pixels of the video's broken tracks (`cam<c>/tracks.txt`) by
-`vreid_jax.extract`: the quality a user gets on this video ("noise" is then "model"). The video is
+`vreid_jax.deploy.extract`: the quality a user gets on this video ("noise" is then "model"). The video is
 then `synthetic_video`'s default size unless --people/--frames say otherwise.
 
 Run: python benchmarks/relink.py [--people 12 --frames 300 --noise 0.05 0.1 0.2
@@ -36,8 +36,8 @@ sys.path.insert(0, str(common.REPO / "tests"))
 from track_helpers import fragment_video, trait_features  # noqa: E402
 
 from data_prep import synthetic_video  # noqa: E402
-from vreid_jax import extract, relink, trained  # noqa: E402
-from vreid_jax.tracks import feature_file, mot  # noqa: E402
+from vreid_jax.deploy import extract, relink, workdir  # noqa: E402
+from vreid_jax.deploy.tracks import feature_file, mot  # noqa: E402
 
 
 def _scores(paths, truth, outputs):
@@ -91,7 +91,7 @@ def main():
                 tracklets = extract.read_tracklets(
                     paths, [os.path.join(root, c, "img1") for c in cameras]
                 )
-                loaded = trained.load(args.workdir)
+                loaded = workdir.load(args.workdir)
                 feature_file.save(features, extract.extract(loaded, tracklets, progress=False))
             else:
                 feature_file.save(

@@ -35,8 +35,8 @@ def jax_side(state_dict, images_nchw, labels, dtype: str):
     import jax.numpy as jnp  # noqa: PLC0415
     import optax  # noqa: PLC0415
 
-    from vreid_jax import optim  # noqa: PLC0415
     from vreid_jax.models import layers, pretrained  # noqa: PLC0415
+    from vreid_jax.training import optim  # noqa: PLC0415
 
     module, variables = pretrained.from_torchvision(state_dict)
     module = module.clone(backbone=module.backbone.clone(dtype=layers.compute_dtype(dtype)))

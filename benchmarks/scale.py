@@ -12,9 +12,9 @@ its own process, as a user runs it; its peak RSS is the kernel's (`os.wait4`):
 5. start: `main` with `mode=train` for one step (loading the training split, compiling, the step,
    a checkpoint): training start-up;
 6. eval: `main` with `mode=eval` from that checkpoint: every test frame, every protocol, reports;
-7. extract: `python -m vreid_jax.extract` over MARS's test set laid out as tracklet folders (hard
+7. extract: `python -m vreid_jax.deploy.extract` over MARS's test set laid out as tracklet folders (hard
    links; MARS only);
-8. search: `python -m vreid_jax.search build` over those features and one `query` of 10 tracklets.
+8. search: `python -m vreid_jax.deploy.search build` over those features and one `query` of 10 tracklets.
 
   python benchmarks/scale.py --dataset mars --root /tmp/scale_mars [--model gltr] [--scale real]
       [--steps generate,convert,...]   # Steps whose outputs exist are reused if not named.
@@ -139,7 +139,7 @@ def main() -> None:
         "start": [py, "-m", "vreid_jax.main", *main_flags, "--config.mode=train",
                   "--config.num_train_steps=1"],
         "eval": [py, "-m", "vreid_jax.main", *main_flags, "--config.mode=eval"],
-        "extract": [py, "-m", "vreid_jax.extract", "--workdir", workdir, "--tracklets", folders,
+        "extract": [py, "-m", "vreid_jax.deploy.extract", "--workdir", workdir, "--tracklets", folders,
                     "--out", features],
     }  # fmt: skip
     env = {"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": _REPO}
@@ -153,7 +153,7 @@ def main() -> None:
             result["extract_tracklets"] = tracklet_folders(raw, folders)
             result["extract_links_seconds"] = round(time.perf_counter() - begin, 1)
         if step == "search":
-            search = [py, "-m", "vreid_jax.search"]
+            search = [py, "-m", "vreid_jax.deploy.search"]
             build = [*search, "build", "--index", index, "--features", features]
             result["search_build"] = measured(build, env)
             query = [*search, "query", "--index", index, "--features", features, "--rows",

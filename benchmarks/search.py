@@ -1,4 +1,4 @@
-"""Search latency: exact chunked search (`vreid_jax.tracks.gallery`, JAX on the default device)
+"""Search latency: exact chunked search (`vreid_jax.deploy.tracks.gallery`, JAX on the default device)
 against faiss's exact flat index, for galleries of 10^4 to 10^6 tracklets.
 
 Features are random (Gaussian) at the models' dimensions: 2,048 (NL3D) and 512 (GLTR: 128 x 4),
@@ -20,7 +20,7 @@ import time
 import common  # benchmarks/common.py (this folder is on sys.path when run as a script)
 import numpy as np
 
-from vreid_jax.tracks import gallery
+from vreid_jax.deploy.tracks import gallery
 
 
 def _median_seconds(fn, repeats):

@@ -57,7 +57,7 @@ def main() -> None:
     import numpy as np  # noqa: PLC0415
     import torch  # noqa: PLC0415
 
-    from vreid_jax.models import pointwise_conv  # noqa: PLC0415
+    from vreid_jax.models.cpu_ops import pointwise_conv  # noqa: PLC0415
 
     torch.set_num_threads(len(cores))
     rng = np.random.default_rng(0)

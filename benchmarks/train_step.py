@@ -1,6 +1,6 @@
 """Train-step throughput of NL3D and GLTR: clips/s, frames/s, XLA FLOPs, achieved FLOP/s and MFU.
 
-Times the project's own compiled step (`vreid_jax.train.compile_train_step`: forward, label-smoothed
+Times the project's own compiled step (`vreid_jax.training.loop.compile_train_step`: forward, label-smoothed
 cross-entropy + batch-hard triplet, backward, Adam) on a device-resident random batch, so the input
 pipeline is out of the measurement (`benchmarks/input_pipeline.py` measures it; this script puts the
 two side by side). FLOPs per step come from XLA's cost analysis of the lowered step (a multiply-add
@@ -33,8 +33,9 @@ def measure(config, *, num_classes: int, num_devices: int, steps: int, warmup: i
     import jax  # noqa: PLC0415  (imported after the caller set XLA_FLAGS)
     import numpy as np  # noqa: PLC0415
 
-    from vreid_jax import models, optim, parallel, preflight, train  # noqa: PLC0415
-    from vreid_jax import state as state_lib  # noqa: PLC0415
+    from vreid_jax import models, parallel  # noqa: PLC0415
+    from vreid_jax.training import loop, optim, preflight
+    from vreid_jax.training import state as state_lib  # noqa: PLC0415
 
     cfg = config.input
     batch_size = cfg.num_ids_per_batch * cfg.num_instances
@@ -44,7 +45,7 @@ def measure(config, *, num_classes: int, num_devices: int, steps: int, warmup: i
     state, shardings = state_lib.create_train_state(
         model, tx, state_lib.init_clips(config.input), seed=0, mesh=mesh
     )
-    step_fn = train.compile_train_step(model, tx, lr_fn, config, shardings, mesh)
+    step_fn = loop.compile_train_step(model, tx, lr_fn, config, shardings, mesh)
 
     rng = np.random.default_rng(0)
     shape = (batch_size, cfg.clip_len, cfg.height, cfg.width, 3)

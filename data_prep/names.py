@@ -12,7 +12,7 @@ MULTI_SPLIT = ("ilidsvid", "prid2011")
 # its protocol's gallery (`data_prep.reader`).
 GALLERY_WITHOUT_QUERIES = ("mars", "lsvid")
 # Training identities of each dataset's protocol (of one split for the 10-split datasets), for
-# sizing a model's classifier before the dataset is built (`vreid_jax.preflight`). MARS,
+# sizing a model's classifier before the dataset is built (`vreid_jax.training.preflight`). MARS,
 # DukeMTMC-VideoReID and PRID-2011 match their parsers' VERIFIED_STATS; iLIDS-VID's 150 is its
 # published protocol (half of 300 persons, UNVERIFIED_STATS); LS-VID's 842 is the count its
 # authors' loaders report, unverified here (REFERENCE.md section 3.5).

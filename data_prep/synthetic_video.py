@@ -12,7 +12,7 @@ writes, per camera,
   DIR/cam<c>/tracks.txt            broken tracks, as a tracker that loses people would write them:
                                    each ground-truth track cut into up to three fragments with
                                    gaps of up to 5 frames, each fragment its own id (distinct over
-                                   all cameras); the input `python -m vreid_jax.relink` repairs
+                                   all cameras); the input `python -m vreid_jax.deploy.relink` repairs
   DIR/truth.json                   per person: the identity code and traits (`data_prep.render`);
                                    per camera: the person of each fragment id of tracks.txt
 

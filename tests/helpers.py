@@ -38,7 +38,8 @@ def checkpointed_workdir(workdir, model="gltr", num_classes=5, seed=0, **overrid
 
     import jax  # noqa: PLC0415
 
-    from vreid_jax import checkpoint, models, state, train  # noqa: PLC0415
+    from vreid_jax import checkpoint, models  # noqa: PLC0415
+    from vreid_jax.training import loop, state
 
     config = tiny_config(model, **overrides)
     net = models.build_model(config.model, num_classes)
@@ -62,5 +63,5 @@ def checkpointed_workdir(workdir, model="gltr", num_classes=5, seed=0, **overrid
     with open(os.path.join(workdir, "config.json"), "w") as f:
         json.dump(json.loads(config.to_json()), f)
     with checkpoint.Checkpointer(os.path.join(workdir, "checkpoints")) as ckpt:
-        ckpt.save(1, train_state, train.checkpoint_meta(config, data))
+        ckpt.save(1, train_state, loop.checkpoint_meta(config, data))
     return config

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from vreid_jax import checkpoint
-from vreid_jax.state import TrainState
+from vreid_jax.training.state import TrainState
 
 
 def _state(value: float) -> TrainState:

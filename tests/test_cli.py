@@ -77,9 +77,9 @@ def test_cli_runtime_errors_are_one_line(repo_root, tmp_path):
 def test_command_modules_import_together():
     """The commands define their flags when run, not on import: one process (a notebook, a test
     session) can import them all."""
-    import vreid_jax.export  # noqa: F401, PLC0415
-    import vreid_jax.extract  # noqa: F401, PLC0415
+    import vreid_jax.deploy.export  # noqa: F401, PLC0415
+    import vreid_jax.deploy.extract  # noqa: F401, PLC0415
+    import vreid_jax.deploy.relink  # noqa: F401, PLC0415
+    import vreid_jax.deploy.search  # noqa: F401, PLC0415
     import vreid_jax.main  # noqa: F401, PLC0415
     import vreid_jax.models.summary  # noqa: F401, PLC0415
-    import vreid_jax.relink  # noqa: F401, PLC0415
-    import vreid_jax.search  # noqa: F401, PLC0415

@@ -87,7 +87,7 @@ def test_importing_data_prep_pulls_in_neither_jax_nor_the_trainer():
     code = (
         "import sys; import data_prep.build, data_prep.reader, data_prep.stats, "
         "data_prep.synthetic, data_prep.builders; "
-        "print(sorted(m for m in ('jax', 'vreid_jax', 'vreid_jax.train') if m in sys.modules))"
+        "print(sorted(m for m in ('jax', 'vreid_jax', 'vreid_jax.training.loop') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert result.stdout.strip() == "[]", result.stderr

@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 from helpers import tiny_config
 
-from vreid_jax import evaluate, features, metrics, models, optim, parallel
-from vreid_jax import state as state_lib
+from vreid_jax import models, parallel
 from vreid_jax.data import datasets, fake, pipeline, pixels
 from vreid_jax.data.tracklets import TrackletIndex
+from vreid_jax.evaluation import features, metrics, ranking
+from vreid_jax.training import optim
+from vreid_jax.training import state as state_lib
 
 LENGTHS = [1, 3, 4, 7, 9, 30]
 
@@ -135,9 +137,9 @@ def test_rank_reports_reranking_separately():
     gallery = fake.make_index([2] * 5, 3, height=64, width=32, train=False)
     qf = centres + 0.3 * rng.normal(size=(5, 16))
     gf = np.repeat(centres, 2, axis=0) + 0.3 * rng.normal(size=(10, 16))
-    ranking = evaluate.rank(qf, gf, query, gallery, config.eval)
-    assert ranking.distances.shape == (5, 10)
-    summary = ranking.metrics
+    ranked = ranking.rank(qf, gf, query, gallery, config.eval)
+    assert ranked.distances.shape == (5, 10)
+    summary = ranked.metrics
     assert set(summary["reranked"]) >= set(metrics.SUMMARY_KEYS)
     assert summary["mAP"] > 0.8  # Well-separated identities rank correctly...
     assert summary["reranked"]["mAP"] > 0.8  # ...with and without re-ranking.
@@ -162,8 +164,8 @@ def test_every_protocol_equals_evaluate_rank_on_its_gallery(gallery_choice):
         train=query, query=query, gallery=gallery, num_classes=1, num_train_tracklets=1,
         name="mars", protocol=f"mars-{gallery_choice}", gallery_choice=gallery_choice,
     )  # fmt: skip
-    ranking = evaluate.rank(qf, gf, query, gallery, config.eval)
-    protocols = evaluate.protocols(qf, gf, data, config.eval, ranking)
+    ranked = ranking.rank(qf, gf, query, gallery, config.eval)
+    protocols = ranking.protocols(qf, gf, data, config.eval, ranked)
 
     official_f = np.concatenate([qf, stored_f])
     official = TrackletIndex.concatenate(query, stored)
@@ -179,6 +181,6 @@ def test_every_protocol_equals_evaluate_rank_on_its_gallery(gallery_choice):
             got = protocols[f"{gallery_name}/{ap_mode}"]
             assert got["mAP"] == pytest.approx(float(expected["mAP"]), abs=1e-6)
             assert got["rank1"] == pytest.approx(float(expected["cmc"][0]), abs=1e-6)
-    assert protocols[f"{gallery_choice}/standard"]["mAP"] == ranking.metrics["mAP"]
+    assert protocols[f"{gallery_choice}/standard"]["mAP"] == ranked.metrics["mAP"]
     # The formulas differ: trapezoid AP is not the standard one on this ranking.
     assert protocols["official/trapezoid"]["mAP"] != protocols["official/standard"]["mAP"]

@@ -1,4 +1,4 @@
-"""`python -m vreid_jax.export`: every format's features equal the evaluation's on the same uint8
+"""`python -m vreid_jax.deploy.export`: every format's features equal the evaluation's on the same uint8
 inputs (symbolic batch and length), the ONNX converter's primitives equal jax, and clear errors."""
 
 import functools
@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 from helpers import checkpointed_workdir, tiny_config
 
-from vreid_jax import errors, export, features, onnx_export, trained
+from vreid_jax import errors
+from vreid_jax.deploy import export, onnx_writer, workdir
+from vreid_jax.evaluation import features
 
 # (batch, padded length, real lengths) per call; NL3D calls take B clips of clip_len frames.
 GLTR_CASES = [(1, 3, [3]), (2, 8, [8, 5]), (2, 17, [17, 12])]
@@ -65,7 +67,7 @@ def _cases(tm):
 @pytest.fixture(scope="module", params=["gltr", "nl3d"])
 def exported(request, runs):
     """(feature function, cases) for one model."""
-    tm = trained.load(str(runs / request.param))
+    tm = workdir.load(str(runs / request.param))
     return export.feature_function(tm), _cases(tm)
 
 
@@ -114,7 +116,7 @@ def test_exported_features_equal_evaluation(fmt, exported, tmp_path):
 
 def test_cli_exports_with_metadata(runs, tmp_path, repo_root):
     out = tmp_path / "onnx"
-    cmd = [sys.executable, "-m", "vreid_jax.export", "--workdir", str(runs / "gltr")]
+    cmd = [sys.executable, "-m", "vreid_jax.deploy.export", "--workdir", str(runs / "gltr")]
     result = subprocess.run(
         cmd + ["--format", "onnx", "--out", str(out)],
         cwd=repo_root,
@@ -133,7 +135,7 @@ def test_cli_exports_with_metadata(runs, tmp_path, repo_root):
 
 def test_unknown_format_is_one_line(repo_root, tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "vreid_jax.export", "--workdir", str(tmp_path)]
+        [sys.executable, "-m", "vreid_jax.deploy.export", "--workdir", str(tmp_path)]
         + ["--format", "pickle", "--out", str(tmp_path / "out")],
         cwd=repo_root,
         capture_output=True,
@@ -176,7 +178,7 @@ def _onnx_equals_jax(fn, *arrays, symbolic=None):
     symbolic = symbolic or ["(B, " + ", ".join(["_"] * (a.ndim - 1)) + ")" for a in arrays]
     specs = jax.export.symbolic_args_specs(arrays, symbolic)
     names = [f"x{i}" for i in range(len(arrays))]
-    model = onnx_export.convert(fn, specs, names, "y")
+    model = onnx_writer.convert(fn, specs, names, "y")
     session = onnxruntime.InferenceSession(
         model.SerializeToString(), providers=["CPUExecutionProvider"]
     )
@@ -249,4 +251,4 @@ def test_onnx_two_symbolic_dims_and_bool_mask():
 def test_onnx_unsupported_primitive_is_named():
     specs = [jax.ShapeDtypeStruct((4,), np.float32)]
     with pytest.raises(errors.UserError, match="primitive 'cumsum'"):
-        onnx_export.convert(jnp.cumsum, specs, ["x"], "y")
+        onnx_writer.convert(jnp.cumsum, specs, ["x"], "y")

@@ -6,7 +6,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from vreid_jax import losses, parallel
+from vreid_jax import parallel
+from vreid_jax.training import losses
 
 
 def _np_ce_label_smooth(logits, labels, epsilon, mask):

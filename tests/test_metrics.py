@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from vreid_jax import metrics
+from vreid_jax.evaluation import metrics
 
 
 def _reference(distmat, q_pids, g_pids, q_camids, g_camids, max_rank, ap_mode, junk_pids=(-1,)):

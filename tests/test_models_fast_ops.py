@@ -12,7 +12,8 @@ from flax import linen as nn
 
 from vreid_jax import models
 from vreid_jax.errors import UserError
-from vreid_jax.models import layers, max_pool, pointwise_conv
+from vreid_jax.models import layers
+from vreid_jax.models.cpu_ops import max_pool, pointwise_conv
 
 CHANNELS_LAST = {
     3: ("NHC", "HIO", "NHC"),

@@ -4,7 +4,7 @@ The torch network is the PyTorch side of `benchmarks/models_vs_torch.py`; this t
 that benchmark compare the same model. Tiny trunk (one block per stage, width 8; the default
 non-local positions clip to res3 block 0 and res4 block 0, temporal convs in every block), 64x32
 frames, 4 frames per clip, same random weights and BN statistics on both sides, dropout 0. Eval mode
-against PyTorch in float32 (what the benchmark compares); train mode (loss of `vreid_jax.losses`,
+against PyTorch in float32 (what the benchmark compares); train mode (loss of `vreid_jax.training.losses`,
 gradients, running statistics) against PyTorch in float64. Skipped when torch is not installed (it
 is the optional `torch` extra).
 """
@@ -16,7 +16,8 @@ import pytest
 from flax import traverse_util
 
 from configs.default import get_config
-from vreid_jax import losses, models
+from vreid_jax import models
+from vreid_jax.training import losses
 
 torch = pytest.importorskip("torch")
 import torch_losses  # noqa: E402  (needs torch)

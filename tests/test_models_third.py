@@ -7,8 +7,8 @@ import jax.numpy as jnp
 from flax import linen as nn
 from helpers import tiny_config
 
-from vreid_jax import train
 from vreid_jax.models import registry
+from vreid_jax.training import loop
 
 
 class MeanColour(nn.Module):
@@ -34,7 +34,7 @@ def test_a_registered_model_trains_and_evaluates(monkeypatch, tmp_path, tiny_dat
         "nl3d",
         **{"model.name": "mean_colour", "data.data_dir": tiny_data_dir, "num_train_steps": 2},
     )
-    record = train.train_and_evaluate(config, str(tmp_path))
+    record = loop.train_and_evaluate(config, str(tmp_path))
     assert record["model"] == "mean_colour" and record["step"] == 2
     assert 0 < record["mAP"] <= 1 and record["num_query"] > 0
     assert json.loads((tmp_path / "results.json").read_text()) == record

@@ -16,8 +16,8 @@ import pytest
 from flax import traverse_util
 from torchvision_reference import RESNET50_PARAMS
 
-from vreid_jax import optim
 from vreid_jax.models import pretrained, resnet
+from vreid_jax.training import optim
 
 torch = pytest.importorskip("torch")
 from torch_resnet import ResNet as TorchResNet  # noqa: E402  (needs torch)

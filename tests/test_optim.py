@@ -7,7 +7,7 @@ import optax
 import pytest
 
 from configs import default
-from vreid_jax import optim
+from vreid_jax.training import optim
 
 _A = np.array([[2.0, -1.0, 0.5], [0.3, 1.5, -2.0], [1.0, 0.0, 1.0]], np.float32)
 _B = np.array([1.0, -2.0, 0.5], np.float32)

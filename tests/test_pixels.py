@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 from helpers import tiny_config
 
-from vreid_jax import features, models, optim, parallel, train
-from vreid_jax import state as state_lib
+from vreid_jax import models, parallel
 from vreid_jax.data import pixels
+from vreid_jax.evaluation import features
+from vreid_jax.training import loop, optim
+from vreid_jax.training import state as state_lib
 
 
 def test_normalize_is_torchvision_convention():
@@ -58,7 +60,7 @@ def test_the_compiled_steps_normalise_uint8_pixels():
 
     labels = np.repeat(np.arange(p), k).astype(np.int32)
     step = functools.partial(
-        train.loss_and_grads, model=module, loss_config=config.loss, seed=config.seed
+        loop.loss_and_grads, model=module, loss_config=config.loss, seed=config.seed
     )
     jax.eval_shape(step, state, {"clips": raw, "labels": labels})
     with pytest.raises(TypeError, match="uint8"):

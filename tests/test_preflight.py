@@ -19,10 +19,12 @@ import pytest
 
 from configs import tiny
 from data_prep import names
-from vreid_jax import config_lib, features, hardware, parallel, preflight, run, train
-from vreid_jax import state as state_lib
+from vreid_jax import config_lib, hardware, parallel, run
 from vreid_jax.data import throughput
 from vreid_jax.errors import UserError
+from vreid_jax.evaluation import features
+from vreid_jax.training import loop, preflight
+from vreid_jax.training import state as state_lib
 
 # 4 global clips over the 4 fake devices.
 SIZE_KEYS = {
@@ -60,7 +62,7 @@ def _settings(config, model) -> str:
 def shared_compiles(monkeypatch):
     """The preflight's jitted train step, evaluation extractor and initial state, shared between
     runs with equal settings (see the module docstring); the preflight itself runs unchanged."""
-    compile_train_step, extractor_for = train.compile_train_step, features.extractor_for
+    compile_train_step, extractor_for = loop.compile_train_step, features.extractor_for
     create_train_state = state_lib.create_train_state
 
     def shared(what, key, make):
@@ -85,7 +87,7 @@ def shared_compiles(monkeypatch):
         host_state, shardings = shared("state", key, make)
         return jax.device_put(host_state, shardings), shardings  # The step donates its state.
 
-    monkeypatch.setattr(train, "compile_train_step", shared_step)
+    monkeypatch.setattr(loop, "compile_train_step", shared_step)
     monkeypatch.setattr(features, "extractor_for", shared_extractor)
     monkeypatch.setattr(state_lib, "create_train_state", shared_state)
 
@@ -256,10 +258,10 @@ def test_cpu_prediction_counts_the_kept_heap_and_the_rewrites():
     for fast in ("false", "true"):
         config = _recipe_config("nl3d_mars", **{"model.fast_cpu_ops": fast})
         mesh = parallel.make_mesh()
-        model, tx, lr_fn = train.model_and_optimizer(config, 625, 1000)
+        model, tx, lr_fn = loop.model_and_optimizer(config, 625, 1000)
         init = state_lib.init_clips(config.input)
         abstract, shardings = state_lib.abstract_train_state(model, tx, init, mesh=mesh)
-        step_fn = train.compile_train_step(model, tx, lr_fn, config, shardings, mesh)
+        step_fn = loop.compile_train_step(model, tx, lr_fn, config, shardings, mesh)
         _, entry = preflight._compile_step(step_fn, abstract, config, mesh, 2, 2)
         temporaries[fast] = entry["temporaries"]
     assert temporaries["true"] > temporaries["false"]

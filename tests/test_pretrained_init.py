@@ -2,7 +2,7 @@
 
 A model built with `config.model.pretrained` once started every parameter outside the ResNet trunk
 at zero (heads, non-local blocks, GLTR's DTP and TSA): the features were identically zero and no
-gradient reached those parameters. These tests pin the contract through `train.build`, the path every
+gradient reached those parameters. These tests pin the contract through `loop.build`, the path every
 recipe takes.
 """
 
@@ -16,16 +16,17 @@ from flax import traverse_util
 from helpers import random_batches, tiny_config
 from torchvision_reference import random_state_dict, torchvision_shapes
 
-from vreid_jax import parallel, train
-from vreid_jax import state as state_lib
+from vreid_jax import parallel
 from vreid_jax.data import fake
 from vreid_jax.models import pretrained, temporal
+from vreid_jax.training import loop
+from vreid_jax.training import state as state_lib
 
 NUM_CLASSES = 6
 
 
 def _data():
-    """What `train.build` reads of a dataset: the class count and tracklets per label."""
+    """What `loop.build` reads of a dataset: the class count and tracklets per label."""
     index = fake.make_index([3] * NUM_CLASSES, 8, height=64, width=32)
     return types.SimpleNamespace(num_classes=NUM_CLASSES, label_counts=index.label_counts)
 
@@ -41,9 +42,9 @@ def test_build_overlays_the_file_on_the_random_init_and_every_leaf_learns(name, 
     np.savez(path, **state_dict)
     mesh = parallel.make_mesh()
     random_config = tiny_config(name)
-    _, _, _, random_state, _ = train.build(random_config, _data(), mesh)
+    _, _, _, random_state, _ = loop.build(random_config, _data(), mesh)
     config = tiny_config(name, **{"model.pretrained": str(path)})
-    model, tx, lr_fn, state, shardings = train.build(config, _data(), mesh)
+    model, tx, lr_fn, state, shardings = loop.build(config, _data(), mesh)
 
     # The trunk is the file; everything else is exactly the random init of the same seed.
     from_file = pretrained.convert(
@@ -64,10 +65,10 @@ def test_build_overlays_the_file_on_the_random_init_and_every_leaf_learns(name, 
     # non-local blocks' inner convs get none: their output BN starts at gamma 0, by design.)
     grads_fn = jax.jit(
         functools.partial(
-            train.loss_and_grads, model=model, loss_config=config.loss, seed=config.seed
+            loop.loss_and_grads, model=model, loss_config=config.loss, seed=config.seed
         )
     )
-    step_fn = train.compile_train_step(model, tx, lr_fn, config, shardings, mesh)
+    step_fn = loop.compile_train_step(model, tx, lr_fn, config, shardings, mesh)
     reached = None
     for batch in random_batches(config, 2, NUM_CLASSES):
         batch = parallel.host_to_global(batch, mesh)

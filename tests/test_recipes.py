@@ -23,9 +23,10 @@ import pytest
 from flax import traverse_util
 
 from data_prep import names
-from vreid_jax import checkpoint, config_lib, models, train
-from vreid_jax import state as state_lib
-from vreid_jax.metrics import SUMMARY_KEYS
+from vreid_jax import checkpoint, config_lib, models
+from vreid_jax.evaluation.metrics import SUMMARY_KEYS
+from vreid_jax.training import loop
+from vreid_jax.training import state as state_lib
 
 torch = pytest.importorskip("torch")
 from torch_resnet import ResNet as TorchResNet  # noqa: E402  (needs torch)
@@ -168,7 +169,7 @@ def _assert_learned(workdir, name):
         "labels": np.repeat(np.arange(p) % meta["num_classes"], k).astype(np.int32),
     }
     grads_fn = functools.partial(
-        train.loss_and_grads,
+        loop.loss_and_grads,
         model=model,
         loss_config=ml_collections.ConfigDict(config["loss"]),
         seed=0,

@@ -1,4 +1,4 @@
-"""`python -m vreid_jax.relink`: constraints, metrics, and re-linking a synthetic video's broken
+"""`python -m vreid_jax.deploy.relink`: constraints, metrics, and re-linking a synthetic video's broken
 tracks."""
 
 import json
@@ -11,9 +11,9 @@ import pytest
 from track_helpers import fragment_video, tracklets, trait_features
 
 from data_prep import synthetic_video
-from vreid_jax import relink
-from vreid_jax.relink import Fragment
-from vreid_jax.tracks import feature_file, mot
+from vreid_jax.deploy import relink
+from vreid_jax.deploy.relink import Fragment
+from vreid_jax.deploy.tracks import feature_file, mot
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -123,14 +123,14 @@ def test_bad_inputs_and_cli(tmp_path):
         features, tracklets(np.eye(2), track_ids=["1", "2"], sources=[str(tracks)] * 2)
     )
     run = subprocess.run(
-        [sys.executable, "-m", "vreid_jax.relink", "--tracks", str(tracks), "--features", features,
+        [sys.executable, "-m", "vreid_jax.deploy.relink", "--tracks", str(tracks), "--features", features,
          "--threshold", "2", "--out_dir", out],
         capture_output=True, text=True, cwd=REPO,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "out" / "t.txt").read_text() == "1,1,1,1,5,5\n2,1,1,1,5,5\n5,1,1,1,5,5\n"
     bad = subprocess.run(
-        [sys.executable, "-m", "vreid_jax.relink", "--tracks", str(tracks), "--features",
+        [sys.executable, "-m", "vreid_jax.deploy.relink", "--tracks", str(tracks), "--features",
          str(tmp_path / "no.npz"), "--threshold", "1", "--out_dir", out],
         capture_output=True, text=True, cwd=REPO,
     )  # fmt: skip

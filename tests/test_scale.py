@@ -68,9 +68,10 @@ def probe(data_dirs: list[str], workdir: str) -> list[dict[str, float]]:
     host_memory.keep_freed_memory("auto")  # As `main` does, before JAX and TensorFlow start.
     import jax  # noqa: PLC0415
 
-    from vreid_jax import evaluate, features, models, parallel, reports  # noqa: PLC0415
-    from vreid_jax import state as state_lib  # noqa: PLC0415
+    from vreid_jax import models, parallel
     from vreid_jax.data import datasets  # noqa: PLC0415
+    from vreid_jax.evaluation import features, ranking, reports  # noqa: PLC0415
+    from vreid_jax.training import state as state_lib  # noqa: PLC0415
 
     config = helpers.tiny_config("nl3d", **{"data.synthetic.enabled": False})
     mesh = parallel.make_mesh()
@@ -83,9 +84,9 @@ def probe(data_dirs: list[str], workdir: str) -> list[dict[str, float]]:
     def evaluation(data_dir):
         config.data.data_dir = data_dir
         data = datasets.load(config.data, with_train=False)
-        ranking = evaluate.evaluate(extractor, variables, data, config)
-        record = reports.results_record(ranking.metrics, data, config, 0)
-        reports.write_reports(workdir, record, ranking, data, config)
+        ranked = ranking.evaluate(extractor, variables, data, config)
+        record = reports.results_record(ranked.metrics, data, config, 0)
+        reports.write_reports(workdir, record, ranked, data, config)
 
     evaluation(data_dirs[0])  # Compiles every function: the measured runs compile nothing.
     tracemalloc.start()

@@ -1,4 +1,4 @@
-"""`python -m vreid_jax.search`: the gallery index, exact and faiss search, results and errors."""
+"""`python -m vreid_jax.deploy.search`: the gallery index, exact and faiss search, results and errors."""
 
 import csv
 import json
@@ -13,9 +13,10 @@ import pytest
 from PIL import Image
 from track_helpers import tracklets
 
-from vreid_jax import evaluate, search, viz
-from vreid_jax.tracks import feature_file, gallery
-from vreid_jax.tracks.feature_file import FeatureFileError
+from vreid_jax.deploy import search
+from vreid_jax.deploy.tracks import feature_file, gallery
+from vreid_jax.deploy.tracks.feature_file import FeatureFileError
+from vreid_jax.evaluation import pictures, ranking
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -43,13 +44,13 @@ def test_search_equals_the_evaluation_ranking(distance, normalize):
         rerank=False,
     )  # fmt: skip
     labels = lambda pids, cam: types.SimpleNamespace(pids=pids, camids=np.full(len(pids), cam))
-    ranking = evaluate.rank(qf, gf, labels(q_pids, 0), labels(g_pids, 1), eval_config)
-    expected = np.argsort(ranking.distances, axis=1, kind="stable")[:, :7]
+    ranked = ranking.rank(qf, gf, labels(q_pids, 0), labels(g_pids, 1), eval_config)
+    expected = np.argsort(ranked.distances, axis=1, kind="stable")[:, :7]
     # A chunk smaller than the gallery: the running top k across chunks must not change anything.
     dist, rows = gallery.search(qf, gf, 7, distance, normalize, chunk=6)
     np.testing.assert_array_equal(rows, expected)
     np.testing.assert_allclose(
-        dist, np.take_along_axis(ranking.distances, expected, 1), rtol=0, atol=1e-6
+        dist, np.take_along_axis(ranked.distances, expected, 1), rtol=0, atol=1e-6
     )
 
 
@@ -163,9 +164,9 @@ def test_query_writes_json_csv_and_neutral_pictures(tmp_path):
     for name in ("ranked_q0.png", "ranked_q1.png"):
         pixels = np.asarray(Image.open(tmp_path / name).convert("RGB"))
         # The gallery strips' borders are neutral grey: no identity is known to call them right.
-        colours = {tuple(p) for p in pixels[viz.GAP + 1]}
-        assert viz.NEUTRAL_COLOR in colours
-        assert viz.CORRECT_COLOR not in colours and viz.WRONG_COLOR not in colours
+        colours = {tuple(p) for p in pixels[pictures.GAP + 1]}
+        assert pictures.NEUTRAL_COLOR in colours
+        assert pictures.CORRECT_COLOR not in colours and pictures.WRONG_COLOR not in colours
     # The query itself is never among its results when the query file is the gallery's.
     own = search.query(index, [g], out_json, rows=["4"], top_k=8)
     assert len(own["results"][0]["matches"]) == 7
@@ -196,7 +197,7 @@ def test_cli_build_query_and_one_line_errors(tmp_path):
     g = _save(tmp_path, "g_feats.npz", tracklets(_features(0, 6)[0]))
     index, out = str(tmp_path / "g.npz"), str(tmp_path / "r.csv")
     run = lambda *a: subprocess.run(
-        [sys.executable, "-m", "vreid_jax.search", *a], capture_output=True, text=True, cwd=REPO
+        [sys.executable, "-m", "vreid_jax.deploy.search", *a], capture_output=True, text=True, cwd=REPO
     )
     built = run("build", "--index", index, "--features", g)
     assert built.returncode == 0, built.stderr

@@ -14,9 +14,10 @@ import pytest
 from helpers import random_batches, tiny_config
 
 from data_prep import locks
-from vreid_jax import checkpoint, errors, logging_utils, models, optim, parallel, run, train
-from vreid_jax import state as state_lib
+from vreid_jax import checkpoint, errors, logging_utils, models, parallel, run
 from vreid_jax.data import pipeline
+from vreid_jax.training import loop, optim
+from vreid_jax.training import state as state_lib
 
 NUM_CLASSES = 6
 
@@ -30,7 +31,7 @@ def _train_steps(config, devices, batches, tx=None):
         model, tx, state_lib.init_clips(config.input), seed=0, mesh=mesh
     )
     initial_params = jax.device_get(state.params)
-    traced = chex.assert_max_traces(n=1)(train.train_step)
+    traced = chex.assert_max_traces(n=1)(loop.train_step)
     step_fn = jax.jit(
         functools.partial(traced, model=model, tx=tx, lr_fn=lr_fn, loss_config=config.loss, seed=0),
         in_shardings=(shardings, parallel.data_sharding(mesh)),
@@ -87,7 +88,7 @@ def _final_params(workdir):
 def test_resume_after_sigterm_is_exact(tmp_path, tiny_data_dir, monkeypatch):
     config = tiny_config("nl3d", **{"data.data_dir": tiny_data_dir, "mode": "train"})
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    train.train_and_evaluate(config, str(straight))
+    loop.train_and_evaluate(config, str(straight))
 
     # Interrupt the second run with SIGTERM while it draws the batch of step 3.
     real_batches = pipeline.train_batches
@@ -99,10 +100,10 @@ def test_resume_after_sigterm_is_exact(tmp_path, tiny_data_dir, monkeypatch):
             yield batch
 
     monkeypatch.setattr(pipeline, "train_batches", batches_then_sigterm)
-    assert train.train_and_evaluate(config, str(resumed)) is None
+    assert loop.train_and_evaluate(config, str(resumed)) is None
     assert checkpoint.Checkpointer(str(resumed / "checkpoints")).latest_step() == 3
     monkeypatch.setattr(pipeline, "train_batches", real_batches)
-    train.train_and_evaluate(config, str(resumed))
+    loop.train_and_evaluate(config, str(resumed))
 
     a, b = _losses(straight), _losses(resumed)
     assert sorted(a) == sorted(b) == list(range(1, 7))
@@ -118,7 +119,7 @@ def test_batch_not_divisible_by_devices_fails_before_compiling(tmp_path, tiny_da
         **{"data.data_dir": tiny_data_dir, "input.num_ids_per_batch": 3, "input.num_instances": 2},
     )
     with pytest.raises(ValueError, match="num_ids_per_batch"):
-        train.train_and_evaluate(config, str(tmp_path))
+        loop.train_and_evaluate(config, str(tmp_path))
 
 
 def test_missing_dataset_is_a_clear_error(tmp_path):
@@ -126,20 +127,20 @@ def test_missing_dataset_is_a_clear_error(tmp_path):
         "nl3d", **{"data.data_dir": str(tmp_path / "nowhere"), "data.synthetic.enabled": False}
     )
     with pytest.raises(ValueError, match="data_prep.build"):
-        train.train_and_evaluate(config, str(tmp_path / "work"))
+        loop.train_and_evaluate(config, str(tmp_path / "work"))
 
 
 def test_nonfinite_loss_stops_naming_the_step(tmp_path, tiny_data_dir, monkeypatch):
     config = tiny_config("nl3d", **{"data.data_dir": tiny_data_dir, "mode": "train"})
-    real_loss = train.losses.total_loss
+    real_loss = loop.losses.total_loss
 
     def nan_loss(features, logits, labels, loss_config, mask=None):
         loss, terms = real_loss(features, logits, labels, loss_config, mask)
         return loss * jax.numpy.where(labels.shape[0] > 0, np.nan, 1.0), terms
 
-    monkeypatch.setattr(train.losses, "total_loss", nan_loss)
-    with pytest.raises(train.NonFiniteLossError, match="step 1"):
-        train.train_and_evaluate(config, str(tmp_path))
+    monkeypatch.setattr(loop.losses, "total_loss", nan_loss)
+    with pytest.raises(loop.NonFiniteLossError, match="step 1"):
+        loop.train_and_evaluate(config, str(tmp_path))
     assert checkpoint.Checkpointer(str(tmp_path / "checkpoints")).latest_step() is None
 
 
@@ -173,7 +174,7 @@ def test_an_exception_mid_training_closes_everything(tmp_path, tiny_data_dir, mo
         )
     monkeypatch.setattr(pipeline, "train_batches", batches_then_failure)
     with pytest.raises(OSError, match="went away"):
-        train.train_and_evaluate(config, str(tmp_path))
+        loop.train_and_evaluate(config, str(tmp_path))
     assert sorted(c.__name__ for c in closed) == ["Checkpointer", "MetricWriter"]
     restored = checkpoint.Checkpointer(str(tmp_path / "checkpoints")).restore(None)
     assert restored[2] == 3  # checkpoint_every_steps=3: the save at step 3 completed.
@@ -189,11 +190,11 @@ def test_resume_past_a_damaged_checkpoint_then_stop_when_none_is_usable(tmp_path
     """A damaged newest checkpoint is skipped and saved again (no crash loop), the log holds each
     step once; with no usable checkpoint the run stops instead of training from step 0."""
     config = tiny_config("nl3d", **{"data.data_dir": tiny_data_dir, "mode": "train"})
-    train.train_and_evaluate(config, str(tmp_path))  # Checkpoints at steps 3 and 6.
+    loop.train_and_evaluate(config, str(tmp_path))  # Checkpoints at steps 3 and 6.
     with open(next((tmp_path / "checkpoints" / "6" / "meta").iterdir()), "r+") as f:
         f.truncate(10)
 
-    train.train_and_evaluate(config, str(tmp_path))  # Resumes from 3, saves 6 again.
+    loop.train_and_evaluate(config, str(tmp_path))  # Resumes from 3, saves 6 again.
     with checkpoint.Checkpointer(str(tmp_path / "checkpoints")) as ckpt:
         assert ckpt.all_steps() == [3, 6]
         assert [p.split("-")[0] for p in os.listdir(ckpt.quarantine)] == ["6"]
@@ -202,7 +203,7 @@ def test_resume_past_a_damaged_checkpoint_then_stop_when_none_is_usable(tmp_path
     for step in (3, 6):
         shutil.rmtree(tmp_path / "checkpoints" / str(step) / "state")
     with pytest.raises(checkpoint.CorruptCheckpointError, match="No usable checkpoint"):
-        train.train_and_evaluate(config, str(tmp_path))
+        loop.train_and_evaluate(config, str(tmp_path))
     assert _logged_steps(tmp_path) == [1, 2, 3, 4, 5, 6]  # Nothing re-trained or re-logged.
 
 
@@ -210,16 +211,16 @@ def test_nonfinite_state_is_never_saved(tmp_path, tiny_data_dir, monkeypatch):
     """Batch-norm running statistics are not used by a train-mode forward pass, so a NaN there
     leaves the loss finite: only the state check at the save step can catch it."""
     config = tiny_config("nl3d", **{"data.data_dir": tiny_data_dir, "mode": "train"})
-    real_step = train.train_step
+    real_step = loop.train_step
 
     def step_poisoning_batch_stats(state, batch, **kwargs):
         new_state, metrics = real_step(state, batch, **kwargs)
         poisoned = jax.tree.map(lambda x: x * np.nan, new_state.batch_stats)
         return new_state.replace(batch_stats=poisoned), metrics
 
-    monkeypatch.setattr(train, "train_step", step_poisoning_batch_stats)
-    with pytest.raises(train.NonFiniteStateError, match="batch_stats at step 3"):
-        train.train_and_evaluate(config, str(tmp_path))
+    monkeypatch.setattr(loop, "train_step", step_poisoning_batch_stats)
+    with pytest.raises(loop.NonFiniteStateError, match="batch_stats at step 3"):
+        loop.train_and_evaluate(config, str(tmp_path))
     logged = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert all(np.isfinite(r["loss"]) for r in map(json.loads, logged) if "loss" in r)
     assert checkpoint.Checkpointer(str(tmp_path / "checkpoints")).latest_step() is None

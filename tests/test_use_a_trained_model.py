@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from data_prep import synthetic_video
-from vreid_jax.tracks import feature_file, mot
+from vreid_jax.deploy.tracks import feature_file, mot
 
 
 def _cli(module, *args):

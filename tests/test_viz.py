@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vreid_jax import viz
+from vreid_jax.evaluation import pictures
 
 
 def _frames(value, n=3, height=64, width=32):
@@ -14,7 +14,7 @@ def _frames(value, n=3, height=64, width=32):
 def test_plot_cmc_writes_a_png(tmp_path):
     path = tmp_path / "plots" / "cmc.png"
     cmc = np.minimum(np.linspace(0.5, 1.2, 50), 1.0)
-    viz.plot_cmc({"trained (mAP 71.2%)": cmc, "untrained": cmc / 4}, str(path), "MARS")
+    pictures.plot_cmc({"trained (mAP 71.2%)": cmc, "untrained": cmc / 4}, str(path), "MARS")
     with Image.open(path) as image:
         assert image.format == "PNG" and image.size == (600, 450)
         pixels = np.asarray(image.convert("RGB"))
@@ -25,9 +25,9 @@ def test_plot_cmc_writes_a_png(tmp_path):
 
 def test_plot_cmc_rejects_bad_curves(tmp_path):
     with pytest.raises(ValueError, match="no curves"):
-        viz.plot_cmc({}, str(tmp_path / "a.png"), "t")
+        pictures.plot_cmc({}, str(tmp_path / "a.png"), "t")
     with pytest.raises(ValueError, match="'broken'"):
-        viz.plot_cmc({"broken": np.array([0.1, np.nan])}, str(tmp_path / "a.png"), "t")
+        pictures.plot_cmc({"broken": np.array([0.1, np.nan])}, str(tmp_path / "a.png"), "t")
     assert not list(tmp_path.iterdir())
 
 
@@ -49,42 +49,51 @@ def test_ranked_list_frames_are_green_and_red(tmp_path):
         (_frames(150, n=2), False, "pid 7 cam 1\nd=0.30"),
         (_frames(200, height=128, width=64), True, "pid 1 cam 5\nd=0.31"),
     ]
-    viz.save_ranked_list(str(path), _frames(60), "query pid 1 cam 1", gallery)
+    pictures.save_ranked_list(str(path), _frames(60), "query pid 1 cam 1", gallery)
     with Image.open(path) as image:
         assert image.format == "PNG"
         pixels = np.asarray(image.convert("RGB"))
-    strip_width = 3 * 64 + 2 * viz.BORDER  # 3 frames of 64x32 shown at height 128.
-    expected_width = viz.GAP + 3 * (strip_width + viz.GAP) + (2 * 64 + 2 * viz.BORDER + viz.GAP)
+    strip_width = 3 * 64 + 2 * pictures.BORDER  # 3 frames of 64x32 shown at height 128.
+    expected_width = (
+        pictures.GAP
+        + 3 * (strip_width + pictures.GAP)
+        + (2 * 64 + 2 * pictures.BORDER + pictures.GAP)
+    )
     assert pixels.shape == (
-        viz.GAP + viz.FRAME_HEIGHT + 2 * viz.BORDER + viz.CAPTION_HEIGHT,
+        pictures.GAP + pictures.FRAME_HEIGHT + 2 * pictures.BORDER + pictures.CAPTION_HEIGHT,
         expected_width,
         3,
     )
     # Along the top border row: white gap, query frame, then one coloured run per gallery item.
-    colours = [p for p, n in _runs(pixels[viz.GAP + 1]) if p != (255, 255, 255)]
-    assert colours == [viz.QUERY_COLOR, viz.CORRECT_COLOR, viz.WRONG_COLOR, viz.CORRECT_COLOR]
+    colours = [p for p, n in _runs(pixels[pictures.GAP + 1]) if p != (255, 255, 255)]
+    assert colours == [
+        pictures.QUERY_COLOR,
+        pictures.CORRECT_COLOR,
+        pictures.WRONG_COLOR,
+        pictures.CORRECT_COLOR,
+    ]
     # The left border column of each gallery item, down its whole height.
-    x = viz.GAP + strip_width + viz.GAP + 1
-    column = pixels[viz.GAP : viz.GAP + viz.FRAME_HEIGHT + 2 * viz.BORDER, x]
-    assert np.all(column == viz.CORRECT_COLOR)
-    x = viz.GAP + 2 * (strip_width + viz.GAP) + 1
-    column = pixels[viz.GAP : viz.GAP + viz.FRAME_HEIGHT + 2 * viz.BORDER, x]
-    assert np.all(column == viz.WRONG_COLOR)
+    x = pictures.GAP + strip_width + pictures.GAP + 1
+    column = pixels[pictures.GAP : pictures.GAP + pictures.FRAME_HEIGHT + 2 * pictures.BORDER, x]
+    assert np.all(column == pictures.CORRECT_COLOR)
+    x = pictures.GAP + 2 * (strip_width + pictures.GAP) + 1
+    column = pixels[pictures.GAP : pictures.GAP + pictures.FRAME_HEIGHT + 2 * pictures.BORDER, x]
+    assert np.all(column == pictures.WRONG_COLOR)
     # The frames themselves are untouched inside the borders.
-    inside = pixels[viz.GAP + viz.BORDER + 10, viz.GAP + viz.BORDER + 10]
+    inside = pixels[pictures.GAP + pictures.BORDER + 10, pictures.GAP + pictures.BORDER + 10]
     np.testing.assert_array_equal(inside, [60, 60, 60])
     # Captions are drawn below the strips (dark text pixels in the caption band).
-    assert (pixels[-viz.CAPTION_HEIGHT :] < 100).any()
+    assert (pixels[-pictures.CAPTION_HEIGHT :] < 100).any()
 
 
 def test_ranked_list_rejects_bad_frames(tmp_path):
     with pytest.raises(ValueError, match="gallery item 2 frame 0"):
-        viz.save_ranked_list(
+        pictures.save_ranked_list(
             str(tmp_path / "x.png"),
             _frames(1),
             "q",
             [(_frames(2), True, "a"), ([np.zeros((8, 8), np.uint8)], False, "b")],
         )
     with pytest.raises(ValueError, match="the query has no frames"):
-        viz.save_ranked_list(str(tmp_path / "x.png"), [], "q", [])
+        pictures.save_ranked_list(str(tmp_path / "x.png"), [], "q", [])
     assert not list(tmp_path.iterdir())

@@ -1,5 +1,5 @@
 """The project's training losses in plain torch, for the PyTorch sides of the parity tests and of
-`benchmarks/models_vs_torch.py`: `vreid_jax.losses` written again, same conventions.
+`benchmarks/models_vs_torch.py`: `vreid_jax.training.losses` written again, same conventions.
 
 - Label-smoothed cross-entropy, torchreid's form: target = (1 - eps) * onehot + eps / classes.
 - Batch-hard triplet loss on clamped Euclidean distances sqrt(max(d^2, 1e-12)); an anchor counts

@@ -6,8 +6,8 @@ import os
 import numpy as np
 
 from data_prep import render
-from vreid_jax.tracks import mot
-from vreid_jax.tracks.feature_file import NUM_PREVIEWS, TrackletFeatures
+from vreid_jax.deploy.tracks import mot
+from vreid_jax.deploy.tracks.feature_file import NUM_PREVIEWS, TrackletFeatures
 
 
 def provenance(

@@ -1,8 +1,9 @@
 """Dispatch on `config.mode`: what the command line and notebooks run.
 
 `run(config, workdir)` trains and/or evaluates (or, with mode=preflight, sizes and times the
-configured run without training: `vreid_jax.preflight`); for the 10-split datasets (iLIDS-VID, PRID-2011) with
-`config.eval.splits` set, it runs each split in `workdir/split_N` and reports the mean over splits.
+configured run without training: `vreid_jax.training.preflight`); for the 10-split datasets
+(iLIDS-VID, PRID-2011) with `config.eval.splits` set, it runs each split in `workdir/split_N` and
+reports the mean over splits.
 """
 
 from __future__ import annotations
@@ -17,21 +18,10 @@ import jax
 from absl import logging
 
 from data_prep import locks
-from vreid_jax import (
-    checkpoint,
-    config_lib,
-    errors,
-    evaluate,
-    features,
-    files,
-    models,
-    parallel,
-    preflight,
-    reports,
-    train,
-    trained,
-)
-from vreid_jax import state as state_lib
+from vreid_jax import checkpoint, config_lib, errors, files, models, parallel
+from vreid_jax.evaluation import features, ranking, reports
+from vreid_jax.training import loop, preflight
+from vreid_jax.training import state as state_lib
 
 
 def run(config, workdir: str):
@@ -56,7 +46,7 @@ def run(config, workdir: str):
                 return _run_splits(config, workdir)
             if config.mode == "eval":
                 return evaluate_checkpoint(config, workdir)
-            return train.train_and_evaluate(config, workdir)
+            return loop.train_and_evaluate(config, workdir)
     except locks.LockHeld as e:
         raise errors.UserError(str(e)) from None
 
@@ -125,23 +115,23 @@ def evaluate_checkpoint(config, workdir: str) -> dict:
     Stands alone: the model variables are restored straight onto the devices from the checkpoint;
     no ImageNet file is read and no optimizer state is created or read.
     """
-    ckpt_dir, step = trained.checkpoint_location(
+    ckpt_dir, step = workdir.checkpoint_location(
         config.eval.checkpoint, workdir, "config.eval.checkpoint"
     )
     with checkpoint.Checkpointer(ckpt_dir) as ckpt:
-        step = trained.resolve_step(ckpt, step, config.eval.checkpoint)  # Before any data is read.
+        step = workdir.resolve_step(ckpt, step, config.eval.checkpoint)  # Before any data is read.
         mesh = parallel.make_mesh()
-        data = train.load_data(config, with_train=False)
+        data = loop.load_data(config, with_train=False)
         model = models.build_model(config.model, data.num_classes)
         abstract = state_lib.abstract_variables(model, state_lib.init_clips(config.input), mesh)
-        expected = train.checkpoint_meta(config, data)
+        expected = loop.checkpoint_meta(config, data)
         variables, _, step = ckpt.restore_variables(
-            abstract, step=step, check_meta=train.meta_checker(expected)
+            abstract, step=step, check_meta=loop.meta_checker(expected)
         )
-    ranking = evaluate.evaluate(
+    ranked = ranking.evaluate(
         features.extractor_for(model, config, mesh), variables, data, config
     )
-    record = reports.results_record(ranking.metrics, data, config, step)
-    reports.write_reports(workdir, record, ranking, data, config)
+    record = reports.results_record(ranked.metrics, data, config, step)
+    reports.write_reports(workdir, record, ranked, data, config)
     reports.print_table(record)
     return record

@@ -155,7 +155,7 @@ def eval_clip_batches(
       process_index: this process.
       process_count: number of processes; each runs the same number of batches.
       any_frame_size: frames smaller than the configured size are resized up instead of refused
-        (your own tracklets, `vreid_jax.extract`; prepared datasets are stored at least that large).
+        (your own tracklets, `vreid_jax.deploy.extract`; prepared datasets are stored at least that large).
 
     Returns:
       (iterator, num_batches). Each batch: {'clips': uint8 [batch_size, T, H, W, 3],

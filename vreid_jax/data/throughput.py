@@ -1,6 +1,6 @@
 """Input-pipeline throughput on in-memory synthetic frames: what this host's CPUs can feed.
 
-Shared by `vreid_jax.preflight` (can this host feed the configured step?) and
+Shared by `vreid_jax.training.preflight` (can this host feed the configured step?) and
 `benchmarks/input_pipeline.py` (clips/s per core). The frames are 'textured' JPEG or PNG images at
 the configured size (`fake.make_index`), so the decode cost is that of real pedestrian crops; the
 pipeline is the real training one (`pipeline.train_batches`: sampling, decode of the sampled frames,

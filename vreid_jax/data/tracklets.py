@@ -5,7 +5,7 @@ frames):
 - In memory (a list of lists of bytes): the training split, because PK sampling needs random access
   to tracklets, which TFRecord lacks. It is read once without decoding, keeping only this process's
   identity slice (`label % process_count == process_index`), so its memory is the encoded bytes of
-  that slice (MARS train: about 2.5 GB in all). Your own tracklets (`vreid_jax.tracks`) too.
+  that slice (MARS train: about 2.5 GB in all). Your own tracklets (`vreid_jax.deploy.tracks`) too.
 - Streamed from the shards (`StreamedFrames`): query and gallery. Evaluation reads tracklets front to
   back, so one sequential pass holds one tracklet at a time, whatever the size of the test set; the
   per-tracklet arrays come from the build's metadata without reading a shard.

@@ -11,8 +11,8 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from vreid_jax.errors import UserError
-from vreid_jax.models import max_pool, pointwise_conv
 from vreid_jax.models.batch_norm import BatchNorm
+from vreid_jax.models.cpu_ops import max_pool, pointwise_conv
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 

@@ -146,7 +146,7 @@ def _build_gltr(model_config: ml_collections.ConfigDict, num_classes: int) -> nn
     )
 
 
-# How evaluation turns a tracklet into one feature (`vreid_jax.features` implements each):
+# How evaluation turns a tracklet into one feature (`vreid_jax.evaluation.features` implements each):
 # every T-frame clip through the model, features averaged over the clips...
 CLIP_AVERAGE = "clip_average"
 # ...or every frame through `encode_frames`, then `temporal_head` over the whole padded tracklet.

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from vreid_jax.errors import UserError
-from vreid_jax.metrics import DISTANCES
+from vreid_jax.evaluation.metrics import DISTANCES
 
 # torchreid clamps squared Euclidean distances at this value before the square root; we follow it.
 # It keeps the square root's gradient finite (at most 1 / (2 * 1e-6)) at zero distance, and the

@@ -1,7 +1,7 @@
 """mode=preflight: will the configured recipe fit, and how fast will it train, on these devices?
 
 Before a long run on GPUs/TPUs, `run(config, workdir)`:
-1. compiles the full-size train step (`train.compile_train_step`, against the abstract state: no
+1. compiles the full-size train step (`loop.compile_train_step`, against the abstract state: no
    weights file is read, nothing is initialised) and the evaluation functions
    (`features.<extractor>.lowered`), and reads each executable's per-device memory
    (`memory_analysis`) against the device's capacity (`hardware.memory_capacity`, read after the
@@ -35,10 +35,12 @@ import numpy as np
 from absl import logging
 
 from data_prep import names
-from vreid_jax import features, files, hardware, logging_utils, parallel, train
-from vreid_jax import state as state_lib
+from vreid_jax import files, hardware, logging_utils, parallel
 from vreid_jax.data import throughput
 from vreid_jax.errors import UserError
+from vreid_jax.evaluation import features
+from vreid_jax.training import loop
+from vreid_jax.training import state as state_lib
 
 # The learning-rate schedule's epoch length does not change any shape or cost.
 _NOMINAL_STEPS_PER_EPOCH = 1000
@@ -83,10 +85,10 @@ def run(config, workdir: str) -> dict:
     )
 
     # ------------------------------------------------------------------ compile and size
-    model, tx, lr_fn = train.model_and_optimizer(config, num_classes, _NOMINAL_STEPS_PER_EPOCH)
+    model, tx, lr_fn = loop.model_and_optimizer(config, num_classes, _NOMINAL_STEPS_PER_EPOCH)
     init_clips = state_lib.init_clips(config.input)
     abstract_state, shardings = state_lib.abstract_train_state(model, tx, init_clips, mesh=mesh)
-    step_fn = train.compile_train_step(model, tx, lr_fn, config, shardings, mesh)
+    step_fn = loop.compile_train_step(model, tx, lr_fn, config, shardings, mesh)
     copies = heap_copies(config, device.platform)
     compile_at = functools.partial(_compile_step, step_fn, abstract_state, config, mesh, copies)
     compiled, train_memory = compile_at(num_ids)

@@ -65,7 +65,7 @@ class ClipAverage:
     def lowered(self, variables) -> dict:
         """`{name: jax.stages.Lowered}`: the compiled function of an evaluation, lowered at its
         global input shape for `variables` (arrays or `ShapeDtypeStruct`s); for sizing it
-        (`vreid_jax.preflight`) without running it."""
+        (`vreid_jax.training.preflight`) without running it."""
         cfg = self.config.input
         shape = (self.config.eval.batch_size, cfg.clip_len, cfg.height, cfg.width, 3)
         return {"clip_features": self._clips.lower(variables, _batched(shape, "uint8", self.mesh))}

@@ -23,23 +23,13 @@ import optax
 from absl import logging
 from clu import periodic_actions
 
-from vreid_jax import (
-    checkpoint,
-    config_lib,
-    evaluate,
-    features,
-    files,
-    logging_utils,
-    losses,
-    models,
-    optim,
-    parallel,
-    reports,
-)
-from vreid_jax import state as state_lib
+from vreid_jax import checkpoint, config_lib, files, logging_utils, models, parallel
 from vreid_jax.data import datasets, pipeline, pixels
 from vreid_jax.errors import UserError
+from vreid_jax.evaluation import features, ranking, reports
 from vreid_jax.models import pretrained
+from vreid_jax.training import losses, optim
+from vreid_jax.training import state as state_lib
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -297,7 +287,7 @@ def _train_and_evaluate(config, workdir: str, writer, ckpt) -> dict | None:
     is_time = lambda step, every: step % every == 0 or step == total_steps
     # Metrics on the device not yet checked, and host ones not yet logged.
     unchecked, since_log = [], []
-    ranking = None
+    ranked = None
     with _StopRequest() as stop:
         for step in range(start_step + 1, total_steps + 1):
             with jax.profiler.StepTraceAnnotation("train", step_num=step):
@@ -321,18 +311,18 @@ def _train_and_evaluate(config, workdir: str, writer, ckpt) -> dict | None:
                 since_log = []
             if eval_now:
                 with progress.timed("eval"):
-                    ranking = evaluate.evaluate(
+                    ranked = ranking.evaluate(
                         extractor, state_lib.variables_of(state), data, config
                     )
-                reports.write_scalars(writer, step, data.name, ranking.metrics)
+                reports.write_scalars(writer, step, data.name, ranked.metrics)
                 logging.info(
                     "step %d: mAP %.4f rank-1 %.4f",
                     step,
-                    ranking.metrics["mAP"],
-                    ranking.metrics["rank1"],
+                    ranked.metrics["mAP"],
+                    ranked.metrics["rank1"],
                 )
             if save_now:
-                best_metric = {"mAP": ranking.metrics["mAP"]} if eval_now else None
+                best_metric = {"mAP": ranked.metrics["mAP"]} if eval_now else None
                 ckpt.save(step, state, meta, metrics=best_metric)
             for hook in hooks:
                 hook(step)
@@ -349,10 +339,10 @@ def _train_and_evaluate(config, workdir: str, writer, ckpt) -> dict | None:
     # ------------------------------------------------------------------ final report
     if not evaluating:
         return None
-    if ranking is None:  # Resumed after the last step: evaluate what was restored.
-        ranking = evaluate.evaluate(extractor, state_lib.variables_of(state), data, config)
-    record = reports.results_record(ranking.metrics, data, config, int(state.step), untrained)
-    reports.write_reports(workdir, record, ranking, data, config, untrained)
+    if ranked is None:  # Resumed after the last step: evaluate what was restored.
+        ranked = ranking.evaluate(extractor, state_lib.variables_of(state), data, config)
+    record = reports.results_record(ranked.metrics, data, config, int(state.step), untrained)
+    reports.write_reports(workdir, record, ranked, data, config, untrained)
     reports.print_table(record)
     return record
 
@@ -373,7 +363,7 @@ def _untrained_summary(config, workdir, writer, extractor, state, data, start_st
     path = f"{workdir}/untrained.json"
     if start_step > 0:
         return files.read_json(path)  # Measured before an interruption.
-    summary = evaluate.evaluate(extractor, state_lib.variables_of(state), data, config).metrics
+    summary = ranking.evaluate(extractor, state_lib.variables_of(state), data, config).metrics
     reports.write_scalars(writer, 0, data.name, summary, prefix="eval_untrained")
     if jax.process_index() == 0:
         files.write_json_atomic(path, summary)

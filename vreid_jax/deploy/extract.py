@@ -1,9 +1,9 @@
 r"""Features of your own tracklets from a trained workdir, computed as its evaluation computes them.
 
-  python -m vreid_jax.extract --workdir RUN --tracklets FOLDER --out features.npz
-  python -m vreid_jax.extract --workdir RUN --tracklets gt.txt --frames img1/ --out features.npz
-  python -m vreid_jax.extract --workdir RUN --tracklets tracks.txt --frames video.mp4 --out f.npz
-  python -m vreid_jax.extract --workdir RUN --tracklets cam1/tracks.txt --frames cam1/img1 \
+  python -m vreid_jax.deploy.extract --workdir RUN --tracklets FOLDER --out features.npz
+  python -m vreid_jax.deploy.extract --workdir RUN --tracklets gt.txt --frames img1/ --out features.npz
+  python -m vreid_jax.deploy.extract --workdir RUN --tracklets tracks.txt --frames video.mp4 --out f.npz
+  python -m vreid_jax.deploy.extract --workdir RUN --tracklets cam1/tracks.txt --frames cam1/img1 \
       --tracklets cam2/tracks.txt --frames cam2/img1 --out f.npz
 
 Each `--tracklets` is a folder of tracklet folders (`<track_id>/<frames>.jpg|png`, optionally under
@@ -11,7 +11,7 @@ a `<camera>/` level) or a MOT track file (`frame,id,x,y,w,h,...`) whose boxes ar
 `--frames` (a folder of numbered frames or a video file; one `--frames` per track file, in order).
 The camera of a track file's tracks is its `--camera`, else named after the file
 (`sources.camera_name`). The features file is described in
-`vreid_jax.tracks.feature_file`; `python -m vreid_jax.search` and `relink` read it.
+`vreid_jax.deploy.tracks.feature_file`; `python -m vreid_jax.deploy.search` and `relink` read it.
 
 Extraction uses the run's evaluation settings and the same compiled, fixed-shape functions: NL3D
 averages T-frame clips, GLTR encodes every frame and runs its temporal head over the whole tracklet;
@@ -52,7 +52,7 @@ def read_tracklets(
 ):
     """The tracklets of every source: a folder (`sources.from_folder`) or a MOT track file
     (`sources.from_mot`), the i-th track file with the i-th of `frames` (and of `cameras`)."""
-    from vreid_jax.tracks import sources  # noqa: PLC0415  (after the TF set-up)
+    from vreid_jax.deploy.tracks import sources  # noqa: PLC0415  (after the TF set-up)
 
     track_files = [t for t in tracklets if not os.path.isdir(t)]
     if len(frames) != len(track_files) or (cameras and len(cameras) != len(track_files)):
@@ -83,8 +83,8 @@ def extract(trained_model, tracklets, *, progress: bool = True):
     """Features of `tracklets` (`sources.Tracklet`s) as a `feature_file.TrackletFeatures`."""
     import tqdm  # noqa: PLC0415
 
-    from vreid_jax import features  # noqa: PLC0415
-    from vreid_jax.tracks import sources  # noqa: PLC0415
+    from vreid_jax.deploy.tracks import sources  # noqa: PLC0415
+    from vreid_jax.evaluation import features  # noqa: PLC0415
 
     t = trained_model
     extractor = features.extractor_for(t.model, t.config, t.mesh)
@@ -114,10 +114,10 @@ def main(argv):
     try:
         import jax  # noqa: PLC0415  (after the TF set-up)
 
-        from vreid_jax import trained  # noqa: PLC0415
-        from vreid_jax.tracks import feature_file  # noqa: PLC0415
+        from vreid_jax.deploy import workdir  # noqa: PLC0415
+        from vreid_jax.deploy.tracks import feature_file  # noqa: PLC0415
 
-        model = trained.load(FLAGS.workdir, FLAGS.checkpoint)  # First: a wrong workdir fails fast.
+        model = workdir.load(FLAGS.workdir, FLAGS.checkpoint)  # First: a wrong workdir fails fast.
         tracklets = read_tracklets(
             FLAGS.tracklets,
             FLAGS.frames,

@@ -1,4 +1,4 @@
-"""A small jaxpr -> ONNX converter for inference functions (`python -m vreid_jax.export --format onnx`).
+"""A small jaxpr -> ONNX converter for inference functions (`vreid-export --format onnx`).
 
 TensorFlow's ONNX converter cannot read what jax2tf emits today (one `XlaCallModule` op holding
 StableHLO), so the function is converted from its jaxpr instead: the function is traced with its
@@ -426,7 +426,7 @@ def _convert_jaxpr(g: _Graph, jaxpr, inputs: list[str], env: dict) -> list[str]:
             outs = HANDLERS[name](g, eqn, ins, [v.aval for v in eqn.invars])
         else:
             raise errors.UserError(
-                f"ONNX export: the primitive {name!r} is not supported by vreid_jax.onnx_export "
+                f"ONNX export: the primitive {name!r} is not supported by vreid_jax.deploy.onnx_writer "
                 f"(supported: {', '.join(sorted(HANDLERS))})."
             )
         for var, out in zip(eqn.outvars, outs, strict=True):

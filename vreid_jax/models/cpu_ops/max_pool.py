@@ -90,7 +90,7 @@ def _views(x, window, strides, padding):
     padded_shape, out, offsets = _geometry(x.shape, window, strides, padding)
     lead = x.ndim - 1 - len(window)
     padded = jnp.pad(x, [(0, 0)] * lead + list(padding) + [(0, 0)], constant_values=-jnp.inf)
-    # lax.slice, not `padded[...]`: under a symbolic batch size (vreid_jax.export) indexing
+    # lax.slice, not `padded[...]`: under a symbolic batch size (vreid_jax.deploy.export) indexing
     # would become a gather, which TFLite and the ONNX converter do not take.
     views = [
         jax.lax.slice(

@@ -1,13 +1,13 @@
 r"""Search your own tracklets: a gallery index of features files, queried for the nearest tracklets.
 
-  python -m vreid_jax.search build --index G.npz --features a.npz [--features b.npz | b.npz ...]
-  python -m vreid_jax.search add   --index G.npz --features c.npz
-  python -m vreid_jax.search query --index G.npz --features q.npz [--rows 0,3 | --track_ids 7,12] \
+  python -m vreid_jax.deploy.search build --index G.npz --features a.npz [--features b.npz | b.npz ...]
+  python -m vreid_jax.deploy.search add   --index G.npz --features c.npz
+  python -m vreid_jax.deploy.search query --index G.npz --features q.npz [--rows 0,3 | --track_ids 7,12] \
       --top_k 10 --out results.json|results.csv [--picture ranked.png] [--rerank] \
       [--backend exact|faiss] [--noexclude_self]
 
-Features files come from `python -m vreid_jax.extract`. Distances are evaluation's (the run's
-`config.eval.distance` and `normalize_features`, `vreid_jax.tracks.gallery`). The index and the
+Features files come from `python -m vreid_jax.deploy.extract`. Distances are evaluation's (the run's
+`config.eval.distance` and `normalize_features`, `vreid_jax.deploy.tracks.gallery`). The index and the
 queries must come from the same model and checkpoint. Every output is written atomically: after a
 failure, no partial index, results or picture is left behind.
 
@@ -19,7 +19,7 @@ Results: JSON `{"index", "queries", "model", "checkpoint", "distance", "normaliz
 The ranked-list picture (`--picture`): one PNG per query (`ranked.png` for one query,
 `ranked_q<row>.png` for several): the query's preview frames, then the top k, each cropped to its
 person box. User tracklets have no ground-truth identity, so every match is framed in neutral grey
-(`viz.NEUTRAL_COLOR`), never green or red. Video frames ('<video>#<index>') need PyAV (`pip install
+(`pictures.NEUTRAL_COLOR`), never green or red. Video frames ('<video>#<index>') need PyAV (`pip install
 av`).
 """
 
@@ -32,9 +32,10 @@ import sys
 import numpy as np
 from absl import app, flags, logging
 
-from vreid_jax import errors, files, viz
-from vreid_jax.tracks import feature_file, gallery, sources
-from vreid_jax.tracks.feature_file import TrackletFeatures
+from vreid_jax import errors, files
+from vreid_jax.deploy.tracks import feature_file, gallery, sources
+from vreid_jax.deploy.tracks.feature_file import TrackletFeatures
+from vreid_jax.evaluation import pictures
 
 COMMANDS = ("build", "add", "query")
 # Re-ranking needs the full gallery x gallery distance matrix: refused above this size.
@@ -71,7 +72,7 @@ def add(index_path: str, features: list[str]) -> gallery.Gallery:
     """Appends the rows of features files to the index at `index_path` (rewritten atomically)."""
     if not os.path.isfile(index_path):
         raise SearchError(
-            f"{index_path}: no such index; create it with `python -m vreid_jax.search build`."
+            f"{index_path}: no such index; create it with `python -m vreid_jax.deploy.search build`."
         )
     index = gallery.add(gallery.load(index_path), features)
     gallery.save(index_path, index)
@@ -274,7 +275,7 @@ def save_pictures(path: str, index: gallery.Gallery, queries: TrackletFeatures, 
             )
             for m in result["matches"]
         ]
-        viz.save_ranked_list(
+        pictures.save_ranked_list(
             out, q_frames[q["row"]], f"query {q['track_id']} cam {q['camera']}", entries
         )
         written.append(out)
@@ -320,7 +321,7 @@ FLAGS = flags.FLAGS
 def _define_flags() -> None:
     # Defined only when run as a script, so importing this module never claims global flag names.
     flags.DEFINE_string("index", None, "The gallery index file (.npz).")
-    flags.DEFINE_multi_string("features", [], "Features file(s) from vreid_jax.extract.")
+    flags.DEFINE_multi_string("features", [], "Features file(s) from vreid_jax.deploy.extract.")
     flags.DEFINE_list("rows", [], "query: query rows (0-based) of the --features file.")
     flags.DEFINE_list("track_ids", [], "query: query tracklets by track id.")
     flags.DEFINE_integer("top_k", 10, "query: gallery tracklets per query.")
@@ -333,7 +334,7 @@ def _define_flags() -> None:
 
 
 def main(argv):
-    usage = "Usage: python -m vreid_jax.search {build,add,query} --index G.npz --features F.npz ..."
+    usage = "Usage: python -m vreid_jax.deploy.search {build,add,query} --index G.npz --features F.npz ..."
     if len(argv) < 2 or argv[1] not in COMMANDS:
         sys.exit(f"error: expected a command, one of {COMMANDS}.\n{usage}")
     command, features = argv[1], list(FLAGS.features) + list(argv[2:])

@@ -1,10 +1,10 @@
 r"""Exports a trained model's feature function for use outside this codebase.
 
-  python -m vreid_jax.export --workdir RUN [--checkpoint latest|best|STEP_FOLDER] \
+  python -m vreid_jax.deploy.export --workdir RUN [--checkpoint latest|best|STEP_FOLDER] \
       --format stablehlo|savedmodel|tflite|onnx --out DIR [--overwrite]
 
 The exported function takes uint8 RGB pixels (normalised inside, `vreid_jax.data.pixels`) and
-returns float32 features, computed as the run's evaluation computes them (`vreid_jax.features`):
+returns float32 features, computed as the run's evaluation computes them (`vreid_jax.evaluation.features`):
 
 - FRAME_SEQUENCE models (GLTR): `frames` uint8 `[B, L, H, W, 3]` and `mask` bool `[B, L]` (True =
   real frame; padded frames at the end of a tracklet are False) -> tracklet features `[B, D]`. The
@@ -26,8 +26,8 @@ Formats:
               `serving_default`, symbolic B and L.
   tflite      `model.tflite`: TensorFlow Lite flatbuffer (builtin ops only), symbolic B and L;
               call it through its `serving_default` signature runner.
-  onnx        `model.onnx`: ONNX (opset `onnx_export.OPSET`) with symbolic B and L, converted from
-              the function's jaxpr by `vreid_jax.onnx_export`.
+  onnx        `model.onnx`: ONNX (opset `onnx_writer.OPSET`) with symbolic B and L, converted from
+              the function's jaxpr by `vreid_jax.deploy.onnx_writer`.
 """
 
 from __future__ import annotations
@@ -119,7 +119,8 @@ def feature_function(trained) -> FeatureFunction:
     import jax  # noqa: PLC0415
     import ml_collections  # noqa: PLC0415
 
-    from vreid_jax import features, models  # noqa: PLC0415
+    from vreid_jax import models
+    from vreid_jax.evaluation import features  # noqa: PLC0415
     from vreid_jax.models import registry  # noqa: PLC0415
 
     config = trained.config
@@ -285,10 +286,10 @@ def export_tflite(ff: FeatureFunction, out: str, **_) -> dict:
 
 
 def export_onnx(ff: FeatureFunction, out: str, **_) -> dict:
-    """`model.onnx`: converted from the function's jaxpr (`vreid_jax.onnx_export`)."""
-    from vreid_jax import onnx_export  # noqa: PLC0415  (onnx is an optional dependency)
+    """`model.onnx`: converted from the function's jaxpr (`vreid_jax.deploy.onnx_writer`)."""
+    from vreid_jax.deploy import onnx_writer  # noqa: PLC0415  (onnx is an optional dependency)
 
-    return onnx_export.export_onnx(ff, os.path.join(out, MODEL_FILES["onnx"]))
+    return onnx_writer.export_onnx(ff, os.path.join(out, MODEL_FILES["onnx"]))
 
 
 EXPORTERS = {
@@ -328,7 +329,7 @@ def export(
         )
     import jax  # noqa: PLC0415
 
-    from vreid_jax import trained as trained_lib  # noqa: PLC0415
+    from vreid_jax.deploy import workdir as trained_lib  # noqa: PLC0415
 
     trained = trained_lib.load(workdir, checkpoint)
     ff = feature_function(trained)

@@ -1,8 +1,8 @@
-"""Evaluation: query and gallery features (`vreid_jax.features`), then the ranking metrics.
+"""Evaluation: query and gallery features (`vreid_jax.evaluation.features`), then the ranking metrics.
 
 `evaluate` returns a `Ranking`: the summary metrics of `config.eval`'s protocol (the headline), the
 same metrics under every other protocol the features allow (`protocols`), and the headline's
-distance matrix (the ranked-list pictures of `vreid_jax.reports` draw from it).
+distance matrix (the ranked-list pictures of `vreid_jax.evaluation.reports` draw from it).
 
 Published numbers use different protocols: the MARS MATLAB code and GLTR the trapezoid AP, torchreid
 and most PyTorch codes the standard AP; AP3D and its successors the 11,310-tracklet MARS gallery
@@ -17,7 +17,7 @@ import dataclasses
 import numpy as np
 from absl import logging
 
-from vreid_jax import metrics
+from vreid_jax.evaluation import metrics
 
 
 @dataclasses.dataclass

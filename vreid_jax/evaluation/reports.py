@@ -13,8 +13,9 @@ import jax
 import numpy as np
 from PIL import Image
 
-from vreid_jax import files, logging_utils, viz
-from vreid_jax.metrics import SUMMARY_KEYS
+from vreid_jax import files, logging_utils
+from vreid_jax.evaluation import pictures
+from vreid_jax.evaluation.metrics import SUMMARY_KEYS
 
 
 def results_record(summary: dict, data, config, step: int, untrained: dict | None = None) -> dict:
@@ -116,7 +117,7 @@ def write_reports(workdir: str, record: dict, ranking, data, config, untrained=N
     curves = {label: np.array(ranking.metrics["cmc"])}
     if untrained is not None:
         curves[f"untrained (mAP {100 * untrained['mAP']:.1f}%)"] = np.array(untrained["cmc"])
-    viz.plot_cmc(
+    pictures.plot_cmc(
         curves,
         os.path.join(plots, "cmc.png"),
         title=f"CMC: {record['model']} on {record['dataset']} ({record['protocol']})",
@@ -155,7 +156,7 @@ def _write_ranked_lists(out_dir: str, distmat, data, eval_config) -> None:
             )
             for g in order
         ]
-        viz.save_ranked_list(
+        pictures.save_ranked_list(
             os.path.join(out_dir, f"query_{qi:05d}.png"),
             query_frames[qi],
             f"query id {query.pids[qi]} cam {query.camids[qi] + 1}",

@@ -15,8 +15,8 @@ import jax
 import ml_collections
 
 from vreid_jax import checkpoint, errors, files, models, parallel
-from vreid_jax import state as state_lib
 from vreid_jax.models import registry
+from vreid_jax.training import state as state_lib
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,11 +1,11 @@
 r"""Offline re-linking of broken tracks: merge track fragments of one person by appearance.
 
-  python -m vreid_jax.relink --tracks cam1/trk.txt [--tracks cam2/trk.txt ...] \
+  python -m vreid_jax.deploy.relink --tracks cam1/trk.txt [--tracks cam2/trk.txt ...] \
       --features F.npz --threshold 0.6 --out_dir relinked/ [--max_gap 250] [--linkage average] \
       [--report relinked/relink.json]
 
 Input: MOT track files (one per camera, or several per camera) and a features file extracted from
-them (`python -m vreid_jax.extract` with the same track files): one row per (track file, track id),
+them (`python -m vreid_jax.deploy.extract` with the same track files): one row per (track file, track id),
 the file in `sources`, the id in `track_ids`, the camera in `cameras`, the frame span in
 `first_frame`/`last_frame`.
 
@@ -41,8 +41,9 @@ import numpy as np
 import scipy.optimize
 from absl import app, flags, logging
 
-from vreid_jax import errors, files, metrics
-from vreid_jax.tracks import feature_file, gallery, mot
+from vreid_jax import errors, files
+from vreid_jax.deploy.tracks import feature_file, gallery, mot
+from vreid_jax.evaluation import metrics
 
 LINKAGES = ("average", "single")
 

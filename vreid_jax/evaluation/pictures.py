@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from vreid_jax import files
-from vreid_jax.metrics import RANKS
+from vreid_jax.evaluation.metrics import RANKS
 
 # Frame colours of the ranked list (RGB): a correct identity, a wrong one, the query, and an item
 # whose identity is unknown (searching your own tracklets: no ground truth says who is who).

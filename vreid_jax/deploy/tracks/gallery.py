@@ -26,9 +26,9 @@ import zipfile
 import numpy as np
 from absl import logging
 
-from vreid_jax import metrics
-from vreid_jax.tracks import feature_file
-from vreid_jax.tracks.feature_file import FeatureFileError, TrackletFeatures
+from vreid_jax.deploy.tracks import feature_file
+from vreid_jax.deploy.tracks.feature_file import FeatureFileError, TrackletFeatures
+from vreid_jax.evaluation import metrics
 
 FORMAT = 1
 BACKENDS = ("exact", "faiss")
@@ -117,7 +117,7 @@ def load(path: str) -> Gallery:
     if info.get("format") != FORMAT or sum(p["rows"] for p in info["parts"]) != len(tracklets):
         raise FeatureFileError(
             f"{path}: its gallery record {info} does not describe its {len(tracklets)} rows "
-            f"(format {FORMAT} expected); rebuild it with `python -m vreid_jax.search build`."
+            f"(format {FORMAT} expected); rebuild it with `python -m vreid_jax.deploy.search build`."
         )
     return Gallery(tracklets, info["parts"])
 

@@ -23,7 +23,7 @@ from PIL import Image
 
 from vreid_jax import errors
 from vreid_jax.data.tracklets import TrackletIndex
-from vreid_jax.tracks import feature_file, mot
+from vreid_jax.deploy.tracks import feature_file, mot
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 _LAST_NUMBER = re.compile(r"(\d+)(?!.*\d)")
