@@ -24,8 +24,10 @@ from vreid_jax import host_memory  # noqa: E402
 # VREID_KEEP_HOST_MEMORY=false measures glibc's default behaviour instead (an A/B needs 2 processes).
 HOST_MEMORY_KEPT = host_memory.keep_freed_memory(os.environ.get("VREID_KEEP_HOST_MEMORY", "auto"))
 
-import data_prep  # noqa: E402, F401  (quiets TensorFlow's start-up log: every benchmark imports us first)
+import data_prep  # noqa: E402
 from vreid_jax import files  # noqa: E402
+
+data_prep.quiet_tensorflow_logs()  # Before any benchmark imports TensorFlow.
 from vreid_jax.hardware import (  # noqa: E402, F401  (re-exported for the scripts)
     CPU_FP32_FLOPS_PER_CYCLE,
     PEAK_FLOPS,

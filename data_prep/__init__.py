@@ -13,12 +13,10 @@ import os
 def quiet_tensorflow_logs() -> None:
     """Keeps TensorFlow's start-up log quiet unless the user asked otherwise.
 
-    TensorFlow reads these variables when it is first imported, so this runs when this package is
-    imported: the trainer (`vreid_jax.data`, `vreid_jax.logging_utils`) and the benchmarks import
-    `data_prep` before TensorFlow for this. The one place that sets them.
+    TensorFlow reads these variables when it is first imported, so every command calls this before
+    anything imports TensorFlow: the `data_prep` commands first thing in `main`, `vreid_jax`'s in
+    `vreid_jax.cli.start`. The one place that sets them.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
-
-quiet_tensorflow_logs()

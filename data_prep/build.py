@@ -18,7 +18,7 @@ import tempfile
 
 from absl import app, flags, logging
 
-from data_prep import locks, registry
+from data_prep import locks, quiet_tensorflow_logs, registry
 from data_prep.index import DataPrepError
 
 
@@ -144,6 +144,7 @@ def _define_flags() -> None:
 
 def main(argv):
     del argv
+    quiet_tensorflow_logs()
     try:
         resize = parse_size(FLAGS.resize) if FLAGS.resize else None
         path = build(

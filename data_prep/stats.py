@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from absl import app, flags
 
-from data_prep import reader, registry
+from data_prep import quiet_tensorflow_logs, reader, registry
 from data_prep.index import DataPrepError
 
 _COLUMNS = ("ids", "tracklets", "frames", "min_len", "max_len", "junk")
@@ -70,6 +70,7 @@ def _define_flags() -> None:
 
 def main(argv):
     del argv
+    quiet_tensorflow_logs()
     try:
         rows = reader.summary(FLAGS.dataset, FLAGS.data_dir, FLAGS.split_index)
     except DataPrepError as e:

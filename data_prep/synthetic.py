@@ -29,7 +29,7 @@ import numpy as np
 from absl import app, flags
 from PIL import Image
 
-from data_prep import real_scale, render, synthetic_layouts
+from data_prep import quiet_tensorflow_logs, real_scale, render, synthetic_layouts
 from data_prep.index import DataPrepError
 from data_prep.names import NAMES
 
@@ -223,6 +223,7 @@ _SIZE_FLAGS = ("num_ids", "tracklets_per_id", "min_len", "max_len", "height", "w
 
 def main(argv):
     del argv
+    quiet_tensorflow_logs()
     given = [f"--{name}" for name in _SIZE_FLAGS if FLAGS[name].present]
     if FLAGS.scale is not None and given:
         raise SystemExit(f"error: {', '.join(given)} do not apply with --scale")

@@ -34,7 +34,7 @@ import numpy as np
 from absl import app, flags
 from PIL import Image
 
-from data_prep import render
+from data_prep import quiet_tensorflow_logs, render
 from data_prep.index import DataPrepError
 
 # The key colour a person is rendered on, then cut out with (no palette colour is magenta).
@@ -217,6 +217,7 @@ def _define_flags() -> None:
 
 def main(argv):
     del argv
+    quiet_tensorflow_logs()
     try:
         truth = generate(
             FLAGS.out,

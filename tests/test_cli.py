@@ -1,7 +1,9 @@
 """The command line: config errors are one clear line, never a traceback."""
 
+import importlib
 import subprocess
 import sys
+import tomllib
 
 
 def _main(*args, cwd):
@@ -83,3 +85,13 @@ def test_command_modules_import_together():
     import vreid_jax.deploy.search  # noqa: F401, PLC0415
     import vreid_jax.main  # noqa: F401, PLC0415
     import vreid_jax.models.summary  # noqa: F401, PLC0415
+
+
+def test_console_scripts_name_each_command_main(repo_root):
+    """The console scripts in pyproject.toml point at the commands' entry points."""
+    scripts = tomllib.loads((repo_root / "pyproject.toml").read_text())["project"]["scripts"]
+    commands = {"train", "extract", "search", "relink", "export"}
+    assert set(scripts) == {f"vreid-{c}" for c in commands}
+    for target in scripts.values():
+        module, function = target.split(":")
+        assert callable(getattr(importlib.import_module(module), function)), target

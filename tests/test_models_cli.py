@@ -1,7 +1,5 @@
 """The weight converter CLI and the model summary (parameter counts, XLA FLOPs)."""
 
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -112,19 +110,3 @@ def test_convert_rejects_a_file_torch_cannot_read(tmp_path):
         SystemExit, match=r"garbage\.pth: not a torch checkpoint holding a state_dict"
     ):
         convert_resnet50.main(["--torch_checkpoint", str(checkpoint), "--out", str(tmp_path / "x")])
-
-
-def test_the_old_converter_name_says_where_it_moved(repo_root):
-    proc = subprocess.run(
-        [sys.executable, "-m", "data_prep.convert_resnet50", "--torch_checkpoint", "a.pth"]
-        + ["--out", "a.npz"],
-        cwd=repo_root,
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 2
-    assert proc.stdout == ""
-    assert proc.stderr.strip().splitlines() == [
-        "error: the converter moved: python -m vreid_jax.models.convert_resnet50 "
-        "--torch_checkpoint ... --out ..."
-    ]

@@ -16,9 +16,11 @@ from data_prep import synthetic_video
 from vreid_jax.deploy.tracks import feature_file, mot
 
 
-def _cli(module, *args):
+def _cli(command, *args):
+    """Runs a command as the README types it: its console script, installed beside this Python."""
+    script = os.path.join(os.path.dirname(sys.executable), f"vreid-{command}")
     return subprocess.run(
-        [sys.executable, "-m", f"vreid_jax.{module}", *map(str, args)],
+        [script, *map(str, args)],
         capture_output=True,
         text=True,
         timeout=600,

@@ -8,10 +8,10 @@ notebook calls, which validates the config and records it in `workdir/config.jso
 
 import sys
 
-from absl import app, flags, logging
+from absl import flags
 from ml_collections import config_flags
 
-from vreid_jax import config_lib, errors, host_memory, logging_utils
+from vreid_jax import cli, config_lib, errors
 
 FLAGS = flags.FLAGS
 
@@ -29,23 +29,14 @@ def _define_flags() -> None:
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        # Checked before the heavy imports: a mistyped value fails in a second.
-        config_lib.validate(FLAGS.config)
-        # Before JAX and TensorFlow start their threads (glibc binds each to an arena then).
-        if host_memory.keep_freed_memory(FLAGS.config.keep_host_memory):
-            logging.info("Freed host memory stays in the process (config.keep_host_memory).")
-        # TensorFlow is only the input pipeline: keep it quiet and away from the accelerators.
-        logging_utils.quiet_tensorflow()
-        logging_utils.quiet_libraries()
-        from vreid_jax import parallel, run  # noqa: PLC0415  (imports jax; after the TF set-up)
+    cli.no_arguments(argv)
+    # Checked before the heavy imports: a mistyped value fails in a second.
+    config_lib.validate(FLAGS.config)
+    cli.start(tensorflow=True, keep_host_memory=FLAGS.config.keep_host_memory)
+    from vreid_jax import parallel, run  # noqa: PLC0415  (imports jax: after the start-up)
 
-        parallel.initialize_distributed(FLAGS.config.mesh)
-        run.run(FLAGS.config, FLAGS.workdir)
-    except errors.USER_ERRORS as e:  # A problem the user can fix: one line, no traceback.
-        sys.exit(f"error: {e}")
+    parallel.initialize_distributed(FLAGS.config.mesh)
+    run.run(FLAGS.config, FLAGS.workdir)
 
 
 def _parse_flags(argv):
@@ -71,6 +62,10 @@ def _parse_flags(argv):
         )
 
 
+def cli_main():
+    """The `vreid-train` console script."""
+    cli.launch(main, _define_flags, flags_parser=_parse_flags)
+
+
 if __name__ == "__main__":
-    _define_flags()
-    app.run(main, flags_parser=_parse_flags)
+    cli_main()

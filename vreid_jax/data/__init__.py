@@ -4,6 +4,3 @@
 `eval_frame_batches` turn them into numpy batches, and `vreid_jax.parallel.host_to_global` hands
 those to the devices.
 """
-
-# Importing data_prep quiets TensorFlow's start-up log, before a submodule imports TensorFlow.
-import data_prep  # noqa: F401

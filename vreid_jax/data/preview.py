@@ -11,11 +11,11 @@ evaluation chunk counts, then writes a PNG with one row per clip of the training
 from __future__ import annotations
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 from PIL import Image, ImageDraw
 
-from vreid_jax import errors, files, logging_utils
+from vreid_jax import cli, files
 from vreid_jax.data import sampling
 
 _LABEL_WIDTH = 56  # Pixels left of each row for its pid and label.
@@ -89,15 +89,15 @@ def _define_flags() -> None:
 
 
 def main(argv):
-    del argv
-    logging_utils.quiet_tensorflow()
-    logging.set_verbosity(logging.WARNING)  # The summary is printed below; don't log it twice.
-    try:
-        print(preview(FLAGS.config, FLAGS.out, num_clips=FLAGS.num_clips, step=FLAGS.step))
-    except errors.USER_ERRORS as e:
-        raise SystemExit(f"error: {e}") from None
+    cli.no_arguments(argv)
+    cli.start(tensorflow=True)
+    print(preview(FLAGS.config, FLAGS.out, num_clips=FLAGS.num_clips, step=FLAGS.step))
+
+
+def cli_main():
+    # The summary is printed by `main`; don't log it twice.
+    cli.launch(main, _define_flags, verbosity=logging.WARNING)
 
 
 if __name__ == "__main__":
-    _define_flags()
-    app.run(main)
+    cli_main()

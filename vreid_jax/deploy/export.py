@@ -1,6 +1,6 @@
 r"""Exports a trained model's feature function for use outside this codebase.
 
-  python -m vreid_jax.deploy.export --workdir RUN [--checkpoint latest|best|STEP_FOLDER] \
+  vreid-export --workdir RUN [--checkpoint latest|best|STEP_FOLDER] \
       --format stablehlo|savedmodel|tflite|onnx --out DIR [--overwrite]
 
 The exported function takes uint8 RGB pixels (normalised inside, `vreid_jax.data.pixels`) and
@@ -36,14 +36,13 @@ import contextlib
 import dataclasses
 import os
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 
-from absl import app, flags
+from absl import flags
 
-from vreid_jax import errors, files
+from vreid_jax import cli, errors, files
 
 FORMATS = ("stablehlo", "savedmodel", "tflite", "onnx")
 METADATA_FILE = "export.json"
@@ -410,27 +409,18 @@ def _define_flags() -> None:
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        if FLAGS.format not in FORMATS:
-            raise errors.UserError(
-                f"--format={FLAGS.format!r}; expected one of {', '.join(FORMATS)}."
-            )
-        from vreid_jax import logging_utils  # noqa: PLC0415
-
-        if FLAGS.format in ("savedmodel", "tflite"):  # Only these import TensorFlow.
-            logging_utils.quiet_tensorflow()
-        logging_utils.quiet_libraries()
-        metadata = export(
-            FLAGS.workdir,
-            FLAGS.format,
-            FLAGS.out,
-            checkpoint=FLAGS.checkpoint,
-            overwrite=FLAGS.overwrite,
-        )
-    except errors.USER_ERRORS as e:  # A problem the user can fix: one line, no traceback.
-        sys.exit(f"error: {e}")
+    cli.no_arguments(argv)
+    if FLAGS.format not in FORMATS:
+        raise errors.UserError(f"--format={FLAGS.format!r}; expected one of {', '.join(FORMATS)}.")
+    # Only the SavedModel and TFLite formats import TensorFlow.
+    cli.start(tensorflow=FLAGS.format in ("savedmodel", "tflite"))
+    metadata = export(
+        FLAGS.workdir,
+        FLAGS.format,
+        FLAGS.out,
+        checkpoint=FLAGS.checkpoint,
+        overwrite=FLAGS.overwrite,
+    )
     shapes = "; ".join(f"{p['name']} {p['dtype']}{p['shape']}" for p in metadata["inputs"])
     print(
         f"Exported {metadata['provenance']['model']} step {metadata['provenance']['step']} as "
@@ -439,6 +429,10 @@ def main(argv):
     )
 
 
+def cli_main():
+    """The `vreid-export` console script."""
+    cli.launch(main, _define_flags)
+
+
 if __name__ == "__main__":
-    _define_flags()
-    app.run(main)
+    cli_main()

@@ -1,9 +1,9 @@
 r"""Features of your own tracklets from a trained workdir, computed as its evaluation computes them.
 
-  python -m vreid_jax.deploy.extract --workdir RUN --tracklets FOLDER --out features.npz
-  python -m vreid_jax.deploy.extract --workdir RUN --tracklets gt.txt --frames img1/ --out features.npz
-  python -m vreid_jax.deploy.extract --workdir RUN --tracklets tracks.txt --frames video.mp4 --out f.npz
-  python -m vreid_jax.deploy.extract --workdir RUN --tracklets cam1/tracks.txt --frames cam1/img1 \
+  vreid-extract --workdir RUN --tracklets FOLDER --out features.npz
+  vreid-extract --workdir RUN --tracklets gt.txt --frames img1/ --out features.npz
+  vreid-extract --workdir RUN --tracklets tracks.txt --frames video.mp4 --out f.npz
+  vreid-extract --workdir RUN --tracklets cam1/tracks.txt --frames cam1/img1 \
       --tracklets cam2/tracks.txt --frames cam2/img1 --out f.npz
 
 Each `--tracklets` is a folder of tracklet folders (`<track_id>/<frames>.jpg|png`, optionally under
@@ -11,7 +11,7 @@ a `<camera>/` level) or a MOT track file (`frame,id,x,y,w,h,...`) whose boxes ar
 `--frames` (a folder of numbered frames or a video file; one `--frames` per track file, in order).
 The camera of a track file's tracks is its `--camera`, else named after the file
 (`sources.camera_name`). The features file is described in
-`vreid_jax.deploy.tracks.feature_file`; `python -m vreid_jax.deploy.search` and `relink` read it.
+`vreid_jax.deploy.tracks.feature_file`; `vreid-search` and `relink` read it.
 
 Extraction uses the run's evaluation settings and the same compiled, fixed-shape functions: NL3D
 averages T-frame clips, GLTR encodes every frame and runs its temporal head over the whole tracklet;
@@ -23,9 +23,9 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from vreid_jax import errors, host_memory, logging_utils
+from vreid_jax import cli, errors
 
 FLAGS = flags.FLAGS
 
@@ -106,40 +106,36 @@ def extract(trained_model, tracklets, *, progress: bool = True):
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    host_memory.keep_freed_memory("auto")  # Before JAX and TensorFlow start their threads.
-    logging_utils.quiet_tensorflow()
-    logging_utils.quiet_libraries()
-    try:
-        import jax  # noqa: PLC0415  (after the TF set-up)
+    cli.no_arguments(argv)
+    cli.start(tensorflow=True)
+    import jax  # noqa: PLC0415  (after the start-up)
 
-        from vreid_jax.deploy import workdir  # noqa: PLC0415
-        from vreid_jax.deploy.tracks import feature_file  # noqa: PLC0415
+    from vreid_jax.deploy import workdir  # noqa: PLC0415
+    from vreid_jax.deploy.tracks import feature_file  # noqa: PLC0415
 
-        model = workdir.load(FLAGS.workdir, FLAGS.checkpoint)  # First: a wrong workdir fails fast.
-        tracklets = read_tracklets(
-            FLAGS.tracklets,
-            FLAGS.frames,
-            FLAGS.camera,
-            skip_bad=FLAGS.skip_bad,
-            min_boxes=FLAGS.min_boxes,
-        )
-        frames = sum(len(t.frames) for t in tracklets)
-        logging.info(
-            "Read %d tracklets (%d frames) from %s.", len(tracklets), frames, FLAGS.tracklets
-        )
-        result = extract(model, tracklets)
-        if jax.process_index() == 0:
-            feature_file.save(FLAGS.out, result)
-        print(
-            f"Wrote {FLAGS.out}: {len(result)} tracklets x {result.dim} features "
-            f"({result.model}, checkpoint step {model.step})."
-        )
-    except errors.USER_ERRORS as e:
-        sys.exit(f"error: {e}")
+    model = workdir.load(FLAGS.workdir, FLAGS.checkpoint)  # First: a wrong workdir fails fast.
+    tracklets = read_tracklets(
+        FLAGS.tracklets,
+        FLAGS.frames,
+        FLAGS.camera,
+        skip_bad=FLAGS.skip_bad,
+        min_boxes=FLAGS.min_boxes,
+    )
+    frames = sum(len(t.frames) for t in tracklets)
+    logging.info("Read %d tracklets (%d frames) from %s.", len(tracklets), frames, FLAGS.tracklets)
+    result = extract(model, tracklets)
+    if jax.process_index() == 0:
+        feature_file.save(FLAGS.out, result)
+    print(
+        f"Wrote {FLAGS.out}: {len(result)} tracklets x {result.dim} features "
+        f"({result.model}, checkpoint step {model.step})."
+    )
+
+
+def cli_main():
+    """The `vreid-extract` console script."""
+    cli.launch(main, _define_flags)
 
 
 if __name__ == "__main__":
-    _define_flags()
-    app.run(main)
+    cli_main()

@@ -1,11 +1,11 @@
 r"""Offline re-linking of broken tracks: merge track fragments of one person by appearance.
 
-  python -m vreid_jax.deploy.relink --tracks cam1/trk.txt [--tracks cam2/trk.txt ...] \
+  vreid-relink --tracks cam1/trk.txt [--tracks cam2/trk.txt ...] \
       --features F.npz --threshold 0.6 --out_dir relinked/ [--max_gap 250] [--linkage average] \
       [--report relinked/relink.json]
 
 Input: MOT track files (one per camera, or several per camera) and a features file extracted from
-them (`python -m vreid_jax.deploy.extract` with the same track files): one row per (track file, track id),
+them (`vreid-extract` with the same track files): one row per (track file, track id),
 the file in `sources`, the id in `track_ids`, the camera in `cameras`, the frame span in
 `first_frame`/`last_frame`.
 
@@ -35,13 +35,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 
 import numpy as np
 import scipy.optimize
-from absl import app, flags, logging
+from absl import flags, logging
 
-from vreid_jax import errors, files
+from vreid_jax import cli, errors, files
 from vreid_jax.deploy.tracks import feature_file, gallery, mot
 from vreid_jax.evaluation import metrics
 
@@ -356,20 +355,21 @@ def _define_flags() -> None:
 
 def main(argv):
     tracks = list(FLAGS.tracks) + list(argv[1:])
-    try:
-        report = relink(
-            tracks, FLAGS.features, FLAGS.out_dir, FLAGS.threshold, FLAGS.max_gap,
-            FLAGS.linkage, FLAGS.report,
-        )  # fmt: skip
-    except errors.USER_ERRORS as e:  # One line, no traceback.
-        sys.exit(f"error: {e}")
+    cli.start(tensorflow=False)
+    report = relink(
+        tracks, FLAGS.features, FLAGS.out_dir, FLAGS.threshold, FLAGS.max_gap,
+        FLAGS.linkage, FLAGS.report,
+    )  # fmt: skip
     print(
         f"{report['num_fragments']} tracks -> {report['num_groups']} after "
         f"{len(report['merges'])} merges: {FLAGS.out_dir}"
     )
 
 
+def cli_main():
+    """The `vreid-relink` console script."""
+    cli.launch(main, _define_flags, verbosity=logging.WARNING)
+
+
 if __name__ == "__main__":
-    _define_flags()
-    logging.set_verbosity(logging.WARNING)
-    app.run(main)
+    cli_main()

@@ -1,12 +1,12 @@
 r"""Search your own tracklets: a gallery index of features files, queried for the nearest tracklets.
 
-  python -m vreid_jax.deploy.search build --index G.npz --features a.npz [--features b.npz | b.npz ...]
-  python -m vreid_jax.deploy.search add   --index G.npz --features c.npz
-  python -m vreid_jax.deploy.search query --index G.npz --features q.npz [--rows 0,3 | --track_ids 7,12] \
+  vreid-search build --index G.npz --features a.npz [--features b.npz | b.npz ...]
+  vreid-search add   --index G.npz --features c.npz
+  vreid-search query --index G.npz --features q.npz [--rows 0,3 | --track_ids 7,12] \
       --top_k 10 --out results.json|results.csv [--picture ranked.png] [--rerank] \
       [--backend exact|faiss] [--noexclude_self]
 
-Features files come from `python -m vreid_jax.deploy.extract`. Distances are evaluation's (the run's
+Features files come from `vreid-extract`. Distances are evaluation's (the run's
 `config.eval.distance` and `normalize_features`, `vreid_jax.deploy.tracks.gallery`). The index and the
 queries must come from the same model and checkpoint. Every output is written atomically: after a
 failure, no partial index, results or picture is left behind.
@@ -27,12 +27,11 @@ from __future__ import annotations
 
 import csv
 import os
-import sys
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
-from vreid_jax import errors, files
+from vreid_jax import cli, errors, files
 from vreid_jax.deploy.tracks import feature_file, gallery, sources
 from vreid_jax.deploy.tracks.feature_file import TrackletFeatures
 from vreid_jax.evaluation import pictures
@@ -72,7 +71,7 @@ def add(index_path: str, features: list[str]) -> gallery.Gallery:
     """Appends the rows of features files to the index at `index_path` (rewritten atomically)."""
     if not os.path.isfile(index_path):
         raise SearchError(
-            f"{index_path}: no such index; create it with `python -m vreid_jax.deploy.search build`."
+            f"{index_path}: no such index; create it with `vreid-search build`."
         )
     index = gallery.add(gallery.load(index_path), features)
     gallery.save(index_path, index)
@@ -334,27 +333,28 @@ def _define_flags() -> None:
 
 
 def main(argv):
-    usage = "Usage: python -m vreid_jax.deploy.search {build,add,query} --index G.npz --features F.npz ..."
+    usage = "Usage: vreid-search {build,add,query} --index G.npz --features F.npz ..."
     if len(argv) < 2 or argv[1] not in COMMANDS:
-        sys.exit(f"error: expected a command, one of {COMMANDS}.\n{usage}")
+        raise SearchError(f"expected a command, one of {COMMANDS}.\n{usage}")
     command, features = argv[1], list(FLAGS.features) + list(argv[2:])
-    try:
-        if command == "query":
-            if not FLAGS.out:
-                raise SearchError("query needs --out results.json or results.csv.")
-            record = query(
-                FLAGS.index, features, FLAGS.out, FLAGS.rows, FLAGS.track_ids, FLAGS.top_k,
-                FLAGS.backend, FLAGS.rerank, FLAGS.exclude_self, FLAGS.picture,
-            )  # fmt: skip
-            print(f"{len(record['results'])} queries ranked: {FLAGS.out}")
-        else:
-            index = (build if command == "build" else add)(FLAGS.index, features)
-            print(f"{FLAGS.index}: {len(index)} tracklets from {len(index.parts)} features files")
-    except errors.USER_ERRORS as e:  # One line, no traceback.
-        sys.exit(f"error: {e}")
+    cli.start(tensorflow=False)
+    if command == "query":
+        if not FLAGS.out:
+            raise SearchError("query needs --out results.json or results.csv.")
+        record = query(
+            FLAGS.index, features, FLAGS.out, FLAGS.rows, FLAGS.track_ids, FLAGS.top_k,
+            FLAGS.backend, FLAGS.rerank, FLAGS.exclude_self, FLAGS.picture,
+        )  # fmt: skip
+        print(f"{len(record['results'])} queries ranked: {FLAGS.out}")
+    else:
+        index = (build if command == "build" else add)(FLAGS.index, features)
+        print(f"{FLAGS.index}: {len(index)} tracklets from {len(index.parts)} features files")
+
+
+def cli_main():
+    """The `vreid-search` console script."""
+    cli.launch(main, _define_flags, verbosity=logging.WARNING)
 
 
 if __name__ == "__main__":
-    _define_flags()
-    logging.set_verbosity(logging.WARNING)
-    app.run(main)
+    cli_main()

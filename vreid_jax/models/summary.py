@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-from vreid_jax import errors, logging_utils
+from vreid_jax import cli, logging_utils
 from vreid_jax.models import layers, registry
 
 
@@ -63,11 +63,9 @@ def summarize(config, num_classes: int) -> dict:
 
 
 def main(argv):
-    del argv
-    try:
-        summary = summarize(flags.FLAGS.config, flags.FLAGS.num_classes)
-    except errors.USER_ERRORS as e:
-        raise SystemExit(f"error: {e}") from None
+    cli.no_arguments(argv)
+    cli.start(tensorflow=False)
+    summary = summarize(flags.FLAGS.config, flags.FLAGS.num_classes)
     rows = [[name, f"{count:,}"] for name, count in summary["params"].items()]
     rows.append(["total", f"{summary['total_params']:,}"])
     logging_utils.log_table(f"{summary['model']} parameters", ["module", "params"], rows)
@@ -78,6 +76,9 @@ def main(argv):
         print(f"frame encoder: {summary['flops_per_frame_encoder'] / 1e9:.2f} GFLOPs per frame")
 
 
+def cli_main():
+    cli.launch(main, _define_flags)
+
+
 if __name__ == "__main__":
-    _define_flags()
-    app.run(main)
+    cli_main()

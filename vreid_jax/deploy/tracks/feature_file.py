@@ -1,4 +1,4 @@
-"""The features file `python -m vreid_jax.deploy.extract` writes and `search` and `relink` read.
+"""The features file `vreid-extract` writes and `vreid-search` and `vreid-relink` read.
 
 One `.npz` (numpy's zip of arrays; no pickles) with one row per tracklet:
 
@@ -151,12 +151,12 @@ def load(path: str) -> TrackletFeatures:
         raise FeatureFileError(f"{path}: no such features file.") from None
     except (OSError, ValueError, zipfile.BadZipFile) as e:
         raise FeatureFileError(
-            f"{path} is not a features file written by `python -m vreid_jax.deploy.extract` ({e})."
+            f"{path} is not a features file written by `vreid-extract` ({e})."
         ) from None
     missing = sorted({"features", "provenance", *_ROW_FIELDS} - set(arrays))
     if missing:
         raise FeatureFileError(
-            f"{path} lacks {missing}: not a features file written by `python -m vreid_jax.deploy.extract`."
+            f"{path} lacks {missing}: not a features file written by `vreid-extract`."
         )
     try:
         provenance = json.loads(str(arrays.pop("provenance")))

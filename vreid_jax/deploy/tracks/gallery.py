@@ -117,7 +117,7 @@ def load(path: str) -> Gallery:
     if info.get("format") != FORMAT or sum(p["rows"] for p in info["parts"]) != len(tracklets):
         raise FeatureFileError(
             f"{path}: its gallery record {info} does not describe its {len(tracklets)} rows "
-            f"(format {FORMAT} expected); rebuild it with `python -m vreid_jax.deploy.search build`."
+            f"(format {FORMAT} expected); rebuild it with `vreid-search build`."
         )
     return Gallery(tracklets, info["parts"])
 

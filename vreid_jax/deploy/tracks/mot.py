@@ -3,7 +3,7 @@
 Conventions (MOTChallenge's): frame numbers start at 1; `x, y` is the box's top-left corner in
 1-based pixel coordinates (pixel (1, 1) is the image's top-left pixel), `w, h` its size in pixels.
 Extra columns (confidence, class, visibility, 3-D position) are kept as they are when a file is
-rewritten (`python -m vreid_jax.deploy.relink` changes the id column only).
+rewritten (`vreid-relink` changes the id column only).
 """
 
 from __future__ import annotations
