@@ -21,7 +21,7 @@ def test_round_trip_and_retention(tmp_path):
     ckpt = checkpoint.Checkpointer(str(tmp_path), keep=2)
     for step, m_ap in [(1, None), (2, 0.7), (3, 0.4), (4, None), (5, None)]:
         metrics = None if m_ap is None else {"mAP": m_ap}
-        ckpt.save(step, _state(value=step), {"model": "tiny"}, metrics=metrics)
+        ckpt.save(step, _state(value=step), {"model": "tiny"}, evaluation=metrics)
     ckpt.wait()
     # The latest two, plus step 2: the best mAP.
     assert ckpt.all_steps() == [2, 4, 5]
@@ -32,6 +32,19 @@ def test_round_trip_and_retention(tmp_path):
     state, _, _ = ckpt.restore(_abstract(), step=2)
     np.testing.assert_array_equal(state["params"]["w"], np.full((4, 5), 2.0))
     ckpt.close()
+    # The best step is known from the checkpoints alone, in a later process too.
+    with checkpoint.Checkpointer(str(tmp_path), keep=2) as reopened:
+        assert reopened.best_step() == 2
+        reopened.save(6, _state(value=6), {"model": "tiny"}, evaluation={"mAP": 0.9, "rank1": 1})
+        reopened.wait()
+        assert reopened.best_step() == 6 and reopened.all_steps() == [5, 6]
+
+
+def test_without_an_evaluation_there_is_no_best_step(tmp_path):
+    with checkpoint.Checkpointer(str(tmp_path)) as ckpt:
+        ckpt.save(1, _state(), {})
+        ckpt.wait()
+        assert ckpt.latest_step() == 1 and ckpt.best_step() is None
 
 
 def test_unreadable_newest_falls_back_to_previous(tmp_path):

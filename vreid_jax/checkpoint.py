@@ -1,6 +1,6 @@
 """Checkpoints: the only module that imports orbax.
 
-Keeps the latest N steps and the best by mAP, and saves asynchronously. Restores go straight onto
+Keeps the latest N steps and the best by `BEST_METRIC`, and saves asynchronously. Restores go straight onto
 the target shardings, and every restore is verified:
 - the structure (names and shapes) against the restore target;
 - every array's CRC-32 against the checksums recorded when the checkpoint was saved.
@@ -22,10 +22,14 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
-from vreid_jax import files
 from vreid_jax.errors import UserError
 
-_BEST_METRIC = "mAP"
+# The summary metric that chooses the best checkpoint (a key of `metrics.evaluate_rank`'s summary).
+BEST_METRIC = "mAP"
+
+
+def _best_metric(metrics: dict) -> float:
+    return metrics[BEST_METRIC]
 
 
 class CheckpointMismatchError(UserError):
@@ -54,20 +58,23 @@ class Checkpointer:
         policy = ocp.checkpoint_managers.AnyPreservationPolicy(
             [
                 ocp.checkpoint_managers.LatestN(n=keep),
-                # Keep the highest mAP; steps saved without an evaluation are not candidates.
+                # Keep the best; steps saved without an evaluation are not candidates.
                 ocp.checkpoint_managers.BestN(
-                    get_metric_fn=lambda metrics: metrics[_BEST_METRIC],
-                    n=1,
-                    keep_checkpoints_without_metrics=False,
+                    get_metric_fn=_best_metric, n=1, keep_checkpoints_without_metrics=False
                 ),
             ]
         )
+        # orbax records each save's metrics beside it; `best_fn` makes its `best_step()` read them,
+        # so the best step is known from the checkpoints alone, with no file of our own.
         options = ocp.CheckpointManagerOptions(
-            preservation_policy=policy, enable_async_checkpointing=asynchronous, create=True
+            preservation_policy=policy,
+            best_fn=_best_metric,
+            best_mode="max",
+            enable_async_checkpointing=asynchronous,
+            create=True,
         )
         self.directory = os.path.abspath(directory)
         self.quarantine = f"{self.directory}.quarantine"
-        self._best_path = os.path.join(self.directory, "best.json")
         self._manager = ocp.CheckpointManager(
             self.directory, options=options, item_names=("state", "meta")
         )
@@ -75,8 +82,11 @@ class Checkpointer:
 
     # ------------------------------------------------------------------------------ saving
 
-    def save(self, step: int, state, meta: dict, metrics: dict | None = None) -> None:
+    def save(self, step: int, state, meta: dict, evaluation: dict | None = None) -> None:
         """Saves `state` (a pytree of arrays) and the JSON-able `meta` at `step`.
+
+        `evaluation` is the summary of an evaluation of this state, if one was run: its
+        `BEST_METRIC` makes the step a candidate for the best checkpoint.
 
         The replicated state is fetched to host memory first: saving numpy arrays is far faster
         than saving one replicated copy per device. Each array's name, shape, dtype and CRC-32 are
@@ -91,7 +101,7 @@ class Checkpointer:
                 args=ocp.args.Composite(
                     state=ocp.args.StandardSave(host_state), meta=ocp.args.JsonSave(meta)
                 ),
-                metrics=metrics,
+                metrics=None if evaluation is None else {BEST_METRIC: float(evaluation[BEST_METRIC])},
                 force=True,
             )
         except OSError as e:
@@ -99,10 +109,6 @@ class Checkpointer:
                 f"Saving checkpoint step {step} in {self.directory} failed: {e}"
             ) from e
         self._saving_step = int(step)
-        if metrics is not None and jax.process_index() == 0:
-            best = files.read_json(self._best_path)
-            if best is None or metrics[_BEST_METRIC] > best[_BEST_METRIC]:
-                files.write_json_atomic(self._best_path, {"step": int(step), **metrics})
 
     def _raise_failed_save(self, check=None) -> None:
         """Runs `check` (default: orbax's error check of the previous asynchronous save) and
@@ -125,9 +131,8 @@ class Checkpointer:
         return self._manager.latest_step()
 
     def best_step(self) -> int | None:
-        """The step with the highest mAP among the evaluated saves, if any."""
-        best = files.read_json(self._best_path)
-        return None if best is None else best["step"]
+        """The step with the highest `BEST_METRIC` among the evaluated saves kept, if any."""
+        return self._manager.best_step()
 
     # ------------------------------------------------------------------------------ restoring
 
@@ -239,8 +244,6 @@ class Checkpointer:
                 target = os.path.join(self.quarantine, f"{step}-{stamp}")
                 os.replace(os.path.join(self.directory, str(step)), target)
                 logging.warning("Moved unusable checkpoint step %d to %s.", step, target)
-            if self.best_step() in steps:
-                os.remove(self._best_path)  # A pointer only; the step itself is kept.
         self._manager.reload()
 
     # ------------------------------------------------------------------------------ closing

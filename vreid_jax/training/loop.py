@@ -322,8 +322,7 @@ def _train_and_evaluate(config, workdir: str, writer, ckpt) -> dict | None:
                     ranked.metrics["rank1"],
                 )
             if save_now:
-                best_metric = {"mAP": ranked.metrics["mAP"]} if eval_now else None
-                ckpt.save(step, state, meta, metrics=best_metric)
+                ckpt.save(step, state, meta, evaluation=ranked.metrics if eval_now else None)
             for hook in hooks:
                 hook(step)
             if stop.signal_name:
