@@ -39,7 +39,7 @@ def main() -> None:
 
     from vreid_jax import models, parallel
     from vreid_jax.data import fake  # noqa: PLC0415
-    from vreid_jax.deploy import extract, workdir  # noqa: PLC0415
+    from vreid_jax.deploy import extract, trained_model  # noqa: PLC0415
     from vreid_jax.deploy.tracks import sources  # noqa: PLC0415
     from vreid_jax.evaluation import features
     from vreid_jax.training import state as state_lib  # noqa: PLC0415
@@ -79,7 +79,9 @@ def main() -> None:
         tracklets = sources.from_folder(root)
         read_s = time.perf_counter() - start
     meta = {"dataset": "none", "num_classes": 625, "input": {}}
-    loaded = workdir.TrainedModel(config, model, variables, mesh, step=0, checkpoint="", meta=meta)
+    loaded = trained_model.TrainedModel(
+        config, model, variables, mesh, step=0, checkpoint="", meta=meta
+    )
     extract_s = timed(lambda: extract.extract(loaded, tracklets, progress=False))
 
     record = {

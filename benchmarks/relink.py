@@ -36,7 +36,7 @@ sys.path.insert(0, str(common.REPO / "tests"))
 from track_helpers import fragment_video, trait_features  # noqa: E402
 
 from data_prep import synthetic_video  # noqa: E402
-from vreid_jax.deploy import extract, relink, workdir  # noqa: E402
+from vreid_jax.deploy import extract, relink, trained_model  # noqa: E402
 from vreid_jax.deploy.tracks import feature_file, mot  # noqa: E402
 
 
@@ -91,7 +91,7 @@ def main():
                 tracklets = extract.read_tracklets(
                     paths, [os.path.join(root, c, "img1") for c in cameras]
                 )
-                loaded = workdir.load(args.workdir)
+                loaded = trained_model.load(args.workdir)
                 feature_file.save(features, extract.extract(loaded, tracklets, progress=False))
             else:
                 feature_file.save(

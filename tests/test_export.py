@@ -14,7 +14,7 @@ import pytest
 from helpers import checkpointed_workdir, tiny_config
 
 from vreid_jax import errors
-from vreid_jax.deploy import export, onnx_writer, workdir
+from vreid_jax.deploy import export, onnx_writer, trained_model
 from vreid_jax.evaluation import features
 
 # (batch, padded length, real lengths) per call; NL3D calls take B clips of clip_len frames.
@@ -67,7 +67,7 @@ def _cases(tm):
 @pytest.fixture(scope="module", params=["gltr", "nl3d"])
 def exported(request, runs):
     """(feature function, cases) for one model."""
-    tm = workdir.load(str(runs / request.param))
+    tm = trained_model.load(str(runs / request.param))
     return export.feature_function(tm), _cases(tm)
 
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from vreid_jax import checkpoint, errors
-from vreid_jax.deploy import extract, workdir
+from vreid_jax.deploy import extract, trained_model
 from vreid_jax.deploy.tracks import feature_file, mot, sources
 from vreid_jax.evaluation import features
 
@@ -56,7 +56,7 @@ def _by_hand(t, frames: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("model", ["gltr", "nl3d"])
 def test_folder_features_equal_the_model_applied_by_hand(tmp_path, model):
     helpers.checkpointed_workdir(tmp_path / "run", model)
-    t = workdir.load(str(tmp_path / "run"))
+    t = trained_model.load(str(tmp_path / "run"))
     # Lengths in GLTR's buckets 16 and beyond 32, and NL3D clip remainders 1, 3 and 0.
     tracks = _folder_source(str(tmp_path / "own"), [1, 11, 40])
     result = extract.extract(t, sources.from_folder(str(tmp_path / "own")), progress=False)
@@ -130,9 +130,9 @@ def test_a_workdir_without_checkpoints_is_named(tmp_path):
     os.makedirs(tmp_path / "empty")
     (tmp_path / "empty" / "config.json").write_text((tmp_path / "run" / "config.json").read_text())
     with pytest.raises(checkpoint.NoCheckpointError, match="has no checkpoints folder"):
-        workdir.load(str(tmp_path / "empty"))
+        trained_model.load(str(tmp_path / "empty"))
     with pytest.raises(errors.UserError, match="config.json does not exist"):
-        workdir.load(str(tmp_path))
+        trained_model.load(str(tmp_path))
 
 
 def test_bad_folders_and_frames_are_named(tmp_path):

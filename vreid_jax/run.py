@@ -18,10 +18,10 @@ import jax
 from absl import logging
 
 from data_prep import locks
-from vreid_jax import checkpoint, config_lib, errors, files, models, parallel
+from vreid_jax import config_lib, errors, files
+from vreid_jax.deploy import trained_model
 from vreid_jax.evaluation import features, ranking, reports
 from vreid_jax.training import loop, preflight
-from vreid_jax.training import state as state_lib
 
 
 def run(config, workdir: str):
@@ -112,26 +112,19 @@ def _run_splits(config, workdir: str) -> dict | None:
 def evaluate_checkpoint(config, workdir: str) -> dict:
     """mode=eval: evaluates the 'latest' or 'best' checkpoint of `workdir`, or a step folder path.
 
-    Stands alone: the model variables are restored straight onto the devices from the checkpoint;
-    no ImageNet file is read and no optimizer state is created or read.
+    The model is the checkpoint's, loaded as `extract` and `export` load it
+    (`trained_model.load`: variables straight onto the devices, no ImageNet file, no optimizer
+    state), then checked against `config`: another dataset or class count is an error, other model
+    or input settings are named in a warning.
     """
-    ckpt_dir, step = workdir.checkpoint_location(
-        config.eval.checkpoint, workdir, "config.eval.checkpoint"
+    trained = trained_model.load(
+        workdir, config.eval.checkpoint, config=config, what="config.eval.checkpoint"
     )
-    with checkpoint.Checkpointer(ckpt_dir) as ckpt:
-        step = workdir.resolve_step(ckpt, step, config.eval.checkpoint)  # Before any data is read.
-        mesh = parallel.make_mesh()
-        data = loop.load_data(config, with_train=False)
-        model = models.build_model(config.model, data.num_classes)
-        abstract = state_lib.abstract_variables(model, state_lib.init_clips(config.input), mesh)
-        expected = loop.checkpoint_meta(config, data)
-        variables, _, step = ckpt.restore_variables(
-            abstract, step=step, check_meta=loop.meta_checker(expected)
-        )
-    ranked = ranking.evaluate(
-        features.extractor_for(model, config, mesh), variables, data, config
-    )
-    record = reports.results_record(ranked.metrics, data, config, step)
-    reports.write_reports(workdir, record, ranked, data, config)
+    data = loop.load_data(trained.config, with_train=False)
+    loop.compare_meta(trained.meta, loop.checkpoint_meta(config, data), trained.checkpoint)
+    extractor = features.extractor_for(trained.model, trained.config, trained.mesh)
+    ranked = ranking.evaluate(extractor, trained.variables, data, trained.config)
+    record = reports.results_record(ranked.metrics, data, trained.config, trained.step)
+    reports.write_reports(workdir, record, ranked, data, trained.config)
     reports.print_table(record)
     return record

@@ -328,9 +328,9 @@ def export(
         )
     import jax  # noqa: PLC0415
 
-    from vreid_jax.deploy import workdir as trained_lib  # noqa: PLC0415
+    from vreid_jax.deploy import trained_model  # noqa: PLC0415
 
-    trained = trained_lib.load(workdir, checkpoint)
+    trained = trained_model.load(workdir, checkpoint)
     ff = feature_function(trained)
     parent = os.path.dirname(out)
     os.makedirs(parent, exist_ok=True)

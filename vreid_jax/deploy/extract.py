@@ -110,10 +110,10 @@ def main(argv):
     cli.start(tensorflow=True)
     import jax  # noqa: PLC0415  (after the start-up)
 
-    from vreid_jax.deploy import workdir  # noqa: PLC0415
+    from vreid_jax.deploy import trained_model  # noqa: PLC0415
     from vreid_jax.deploy.tracks import feature_file  # noqa: PLC0415
 
-    model = workdir.load(FLAGS.workdir, FLAGS.checkpoint)  # First: a wrong workdir fails fast.
+    model = trained_model.load(FLAGS.workdir, FLAGS.checkpoint)  # First: a wrong workdir fails fast.
     tracklets = read_tracklets(
         FLAGS.tracklets,
         FLAGS.frames,

@@ -168,17 +168,13 @@ def restore_or_keep(ckpt, state, shardings, expected_meta: dict):
         state,
         shardings,
     )
-    restored = ckpt.restore(target, check_meta=meta_checker(expected_meta))
+    check = lambda saved, where: compare_meta(saved, expected_meta, where)
+    restored = ckpt.restore(target, check_meta=check)
     if restored is None:
         return state
     restored_state, _, step = restored
     logging.info("Resuming from checkpoint step %d in %s.", step, ckpt.directory)
     return restored_state
-
-
-def meta_checker(expected: dict):
-    """`compare_meta` against `expected`, as the `check_meta` of `Checkpointer.restore`."""
-    return lambda saved, where: compare_meta(saved, expected, where)
 
 
 def compare_meta(saved: dict, expected: dict, where: str) -> None:

@@ -1,9 +1,10 @@
-"""A trained model from a workdir: what `extract`, `search` and `export` start from.
+"""A trained model from a workdir: the one way a checkpoint becomes a model, for `mode=eval`,
+`extract` and `export`.
 
 No dataset is read: the model is rebuilt from the checkpoint's own meta record (its model settings,
-frame size and class count), and the run's `config.json` gives the evaluation settings (length
-buckets, batch sizes, aggregation, resize method) the features are extracted with, so features of
-your own tracklets are computed exactly as the run's evaluation computed them.
+frame size and class count). The evaluation settings (length buckets, batch sizes, aggregation,
+resize method) come from the run's `config.json`, so features of your own tracklets are computed
+exactly as the run's evaluation computed them; `mode=eval` passes its own config instead.
 """
 
 from __future__ import annotations
@@ -84,16 +85,29 @@ def resolve_step(ckpt: checkpoint.Checkpointer, step, which: str) -> int:
     return step
 
 
-def load(workdir: str, which: str = "latest", mesh=None) -> TrainedModel:
+def load(
+    workdir: str,
+    which: str = "latest",
+    mesh=None,
+    *,
+    config: ml_collections.ConfigDict | None = None,
+    what: str = "--checkpoint",
+) -> TrainedModel:
     """Restores the `which` checkpoint ('latest', 'best' or a step folder) of the run in `workdir`.
+
+    Args:
+      config: the settings to use the model with; by default the run's own (`config.json`). Either
+        way its `model` and input frame size are replaced by the checkpoint's, except the keys
+        that choose only how to compute (`registry.HOW_TO_COMPUTE`).
+      what: the setting that named `which`, for messages.
 
     Raises:
       UserError: no such workdir or config.json (a ten-split run's splits are workdirs of their own),
         no checkpoint, or a checkpoint that does not hold the model its meta describes.
     """
-    config = _run_config(workdir)
+    config = _run_config(workdir) if config is None else ml_collections.ConfigDict(config.to_dict())
     mesh = mesh or parallel.make_mesh()
-    ckpt_dir, step = checkpoint_location(which, workdir)
+    ckpt_dir, step = checkpoint_location(which, workdir, what)
     if not os.path.isdir(ckpt_dir):
         raise checkpoint.NoCheckpointError(
             f"{workdir} has no checkpoints folder: train first"
