@@ -205,18 +205,13 @@ def idf1(pairs: list[tuple[mot.MotTracks, mot.MotTracks]], iou_threshold: float 
 
 
 # ----------------------------------------------------------------------------------- the command
-def _same_file(a: str, b: str) -> bool:
-    return a == b or os.path.realpath(a) == os.path.realpath(b)
-
-
-def _describe(f: Fragment, paths: list[str]) -> dict:
-    return {
-        "source": paths[f.file],
-        "track_id": f.track_id,
-        "camera": f.camera,
-        "first_frame": f.first,
-        "last_frame": f.last,
-    }
+def _check_settings(track_paths: list[str], threshold: float, max_gap: int | None) -> None:
+    if not track_paths:
+        raise RelinkError("No track files given: pass at least one with --tracks.")
+    if threshold < 0 or (max_gap is not None and max_gap < 0):
+        raise RelinkError(f"threshold ({threshold}) and max_gap ({max_gap}) must be >= 0.")
+    if len({os.path.realpath(p) for p in track_paths}) != len(track_paths):
+        raise RelinkError(f"A track file is given twice: {track_paths}.")
 
 
 def _output_paths(paths: list[str], out_dir: str) -> list[str]:
@@ -230,6 +225,166 @@ def _output_paths(paths: list[str], out_dir: str) -> list[str]:
     return outs
 
 
+def _load_features(path: str) -> feature_file.TrackletFeatures:
+    tracklets = feature_file.load(path)
+    if len(tracklets) == 0:
+        raise RelinkError(f"{path} holds no tracklets.")
+    return tracklets
+
+
+def _fragments(tracks: list[mot.MotTracks]) -> list[Fragment]:
+    """One fragment per (file, track id), its camera unknown until a features row names it."""
+    return [
+        Fragment(fi, track_id, "", int(t.frames[idx].min()), int(t.frames[idx].max()))
+        for fi, t in enumerate(tracks)
+        for track_id, idx in t.track_rows().items()
+    ]
+
+
+def _same_file(a: str, b: str) -> bool:
+    return a == b or os.path.realpath(a) == os.path.realpath(b)
+
+
+def _match_features(
+    fragments: list[Fragment],
+    tracklets: feature_file.TrackletFeatures,
+    track_paths: list[str],
+    features_path: str,
+) -> tuple[list[Fragment], dict[int, int]]:
+    """Finds each features row's fragment.
+
+    Returns the fragments with the cameras their rows give, and {fragment index: features row}.
+    Raises RelinkError for a row whose track is not among the inputs and for two rows of one track.
+    """
+    fragments = list(fragments)
+    where = {(f.file, f.track_id): i for i, f in enumerate(fragments)}
+    rows: dict[int, int] = {}
+    sources, track_ids = tracklets.sources, tracklets.track_ids
+    for row, (source, track_id) in enumerate(zip(sources, track_ids, strict=True)):
+        source, track_id = str(source), str(track_id)
+        matching = [fi for fi, p in enumerate(track_paths) if _same_file(source, p)]
+        if not matching:
+            raise RelinkError(
+                f"{features_path} row {row} comes from {source}, which is not among --tracks "
+                f"{track_paths}: extract the features from the same track files."
+            )
+        try:
+            i = where[matching[0], int(track_id)]
+        except (KeyError, ValueError):
+            raise RelinkError(
+                f"{features_path} row {row} is track {track_id!r} of {source}, which that file "
+                "does not have: extract the features from the same track files."
+            ) from None
+        if i in rows:
+            raise RelinkError(
+                f"{features_path} rows {rows[i]} and {row} are both track {track_id} of {source}."
+            )
+        rows[i] = row
+        fragments[i] = dataclasses.replace(fragments[i], camera=str(tracklets.cameras[row]))
+    if len(rows) < len(fragments):
+        missing = len(fragments) - len(rows)
+        logging.warning("%d tracks have no features row and stay unmerged.", missing)
+    return fragments, rows
+
+
+def _distances(features: np.ndarray, metric: str, normalize: bool) -> np.ndarray:
+    distances = metrics.pairwise_distances(features, features, metric, normalize)
+    return (distances + distances.T) / 2  # Exactly symmetric.
+
+
+def _link_featured(
+    fragments: list[Fragment],
+    featured: list[int],
+    distances: np.ndarray,
+    threshold: float,
+    max_gap: int | None,
+    linkage: str,
+) -> tuple[list[list[int]], list[dict]]:
+    """`link` over the fragments that have features (`featured`, `distances` between them).
+
+    Returns (groups, merges), both in fragment indices.
+    """
+    labels, merges = link(distances, [fragments[i] for i in featured], threshold, max_gap, linkage)
+    groups = [
+        [featured[i] for i in np.flatnonzero(labels == g)]
+        for g in range(labels.max() + 1 if featured else 0)
+    ]
+    merges = [
+        {
+            "distance": m["distance"],
+            "joined": [featured[i] for i in m["joined"]],
+            "with": [featured[i] for i in m["with"]],
+        }
+        for m in merges
+    ]
+    return groups, merges
+
+
+def _by_first_appearance(groups: list[list[int]], fragments: list[Fragment]) -> list[list[int]]:
+    """The groups ordered by first frame (then file, then track id); group k gets the id k + 1."""
+    first = lambda g: min((fragments[i].first, fragments[i].file, fragments[i].track_id) for i in g)
+    return sorted(groups, key=first)
+
+
+def _describe(f: Fragment, paths: list[str]) -> dict:
+    return {
+        "source": paths[f.file],
+        "track_id": f.track_id,
+        "camera": f.camera,
+        "first_frame": f.first,
+        "last_frame": f.last,
+    }
+
+
+def _outcome(
+    fragments: list[Fragment],
+    groups: list[list[int]],
+    merges: list[dict],
+    without_features: list[int],
+    track_paths: list[str],
+) -> dict:
+    """The report's account of the linking: each merge (into which final group) and each group."""
+    describe = lambda i: _describe(fragments[i], track_paths)
+    group_of = {i: gid for gid, g in enumerate(groups, start=1) for i in g}
+    return {
+        "num_fragments": len(fragments),
+        "num_groups": len(groups),
+        "merges": [
+            {
+                "distance": m["distance"],
+                "group": group_of[m["joined"][0]],
+                "joined": [describe(i) for i in m["joined"]],
+                "with": [describe(i) for i in m["with"]],
+            }
+            for m in merges
+        ],
+        "groups": [
+            {"id": gid, "fragments": [describe(i) for i in g]}
+            for gid, g in enumerate(groups, start=1)
+        ],
+        "without_features": [describe(i) for i in without_features],
+    }
+
+
+def _write(
+    tracks: list[mot.MotTracks],
+    outs: list[str],
+    fragments: list[Fragment],
+    groups: list[list[int]],
+    report: dict,
+    report_path: str,
+) -> None:
+    """Each track file rewritten with its group ids (1, 2, ... in `groups`' order), then the report."""
+    new_id = {
+        (fragments[i].file, fragments[i].track_id): gid
+        for gid, group in enumerate(groups, start=1)
+        for i in group
+    }
+    for fi, (t, out) in enumerate(zip(tracks, outs, strict=True)):
+        mot.write(out, t, np.array([new_id[fi, int(i)] for i in t.ids], np.int64))
+    files.write_json_atomic(report_path, report)
+
+
 def relink(
     track_paths: list[str],
     features_path: str,
@@ -240,72 +395,17 @@ def relink(
     report_path: str | None = None,
 ) -> dict:
     """Re-links the tracks (module docstring); returns the report that it also writes."""
-    if not track_paths:
-        raise RelinkError("No track files given: pass at least one with --tracks.")
-    if threshold < 0 or (max_gap is not None and max_gap < 0):
-        raise RelinkError(f"threshold ({threshold}) and max_gap ({max_gap}) must be >= 0.")
-    if len({os.path.realpath(p) for p in track_paths}) != len(track_paths):
-        raise RelinkError(f"A track file is given twice: {track_paths}.")
-    tracks = [mot.read(p) for p in track_paths]
-    tracklets = feature_file.load(features_path)
-    if len(tracklets) == 0:
-        raise RelinkError(f"{features_path} holds no tracklets.")
-    metric, normalize = gallery.distance_settings(tracklets)
-    # One fragment per (file, track id); its feature row, if the features file has one.
-    fragments, rows = [], []
-    for fi, t in enumerate(tracks):
-        for track_id, idx in t.track_rows().items():
-            frames = t.frames[idx]
-            fragments.append(Fragment(fi, track_id, "", int(frames.min()), int(frames.max())))
-            rows.append(-1)
-    where = {(f.file, f.track_id): i for i, f in enumerate(fragments)}
-    for row, (source, track_id) in enumerate(
-        zip(tracklets.sources, tracklets.track_ids, strict=True)
-    ):
-        source, track_id = str(source), str(track_id)
-        files_ = [fi for fi, p in enumerate(track_paths) if _same_file(source, p)]
-        if not files_:
-            raise RelinkError(
-                f"{features_path} row {row} comes from {source}, which is not among --tracks "
-                f"{track_paths}: extract the features from the same track files."
-            )
-        try:
-            i = where[files_[0], int(track_id)]
-        except (KeyError, ValueError):
-            raise RelinkError(
-                f"{features_path} row {row} is track {track_id!r} of {source}, which that file "
-                "does not have: extract the features from the same track files."
-            ) from None
-        if rows[i] >= 0:
-            raise RelinkError(
-                f"{features_path} rows {rows[i]} and {row} are both track {track_id} of {source}."
-            )
-        rows[i] = row
-        fragments[i] = dataclasses.replace(fragments[i], camera=str(tracklets.cameras[row]))
-    featured = [i for i, r in enumerate(rows) if r >= 0]
-    lonely = [i for i, r in enumerate(rows) if r < 0]
-    if lonely:
-        logging.warning("%d tracks have no features row and stay unmerged.", len(lonely))
-    feats = tracklets.features[[rows[i] for i in featured]]
-    distances = metrics.pairwise_distances(feats, feats, metric, normalize)
-    distances = (distances + distances.T) / 2  # Exactly symmetric.
-    sub = [fragments[i] for i in featured]
-    labels_sub, merges_sub = link(distances, sub, threshold, max_gap, linkage)
-    # Groups: merged featured fragments, then every unfeatured track alone.
-    groups = [
-        [featured[i] for i in np.flatnonzero(labels_sub == g)]
-        for g in range(labels_sub.max() + 1 if len(sub) else 0)
-    ]
-    groups += [[i] for i in lonely]
-    first = lambda g: min((fragments[i].first, fragments[i].file, fragments[i].track_id) for i in g)
-    groups.sort(key=first)
-    new_id = {}
-    for gid, group in enumerate(groups, start=1):
-        for i in group:
-            new_id[fragments[i].file, fragments[i].track_id] = gid
+    _check_settings(track_paths, threshold, max_gap)
     outs = _output_paths(track_paths, out_dir)
-    describe = lambda i: _describe(fragments[i], track_paths)
-    group_of = {i: gid for gid, g in enumerate(groups, start=1) for i in g}
+    tracks = [mot.read(p) for p in track_paths]
+    tracklets = _load_features(features_path)
+    fragments, rows = _match_features(_fragments(tracks), tracklets, track_paths, features_path)
+    featured = sorted(rows)
+    unfeatured = [i for i in range(len(fragments)) if i not in rows]
+    metric, normalize = gallery.distance_settings(tracklets)
+    distances = _distances(tracklets.features[[rows[i] for i in featured]], metric, normalize)
+    groups, merges = _link_featured(fragments, featured, distances, threshold, max_gap, linkage)
+    groups = _by_first_appearance(groups + [[i] for i in unfeatured], fragments)
     report = {
         "tracks": list(track_paths),
         "features": features_path,
@@ -317,24 +417,10 @@ def relink(
         "threshold": threshold,
         "max_gap": max_gap,
         "linkage": linkage,
-        "num_fragments": len(fragments),
-        "num_groups": len(groups),
-        "merges": [
-            {
-                "distance": m["distance"],
-                "group": group_of[featured[m["joined"][0]]],
-                "joined": [describe(featured[i]) for i in m["joined"]],
-                "with": [describe(featured[i]) for i in m["with"]],
-            }
-            for m in merges_sub
-        ],
-        "groups": [{"id": gid, "fragments": [describe(i) for i in g]} for gid, g in
-                   enumerate(groups, start=1)],
-        "without_features": [describe(i) for i in lonely],
-    }  # fmt: skip
-    for fi, (t, out) in enumerate(zip(tracks, outs, strict=True)):
-        mot.write(out, t, np.array([new_id[fi, int(i)] for i in t.ids], np.int64))
-    files.write_json_atomic(report_path or os.path.join(out_dir, "relink.json"), report)
+        **_outcome(fragments, groups, merges, unfeatured, track_paths),
+    }
+    report_path = report_path or os.path.join(out_dir, "relink.json")
+    _write(tracks, outs, fragments, groups, report, report_path)
     return report
 
 
