@@ -31,6 +31,14 @@ def test_plot_cmc_rejects_bad_curves(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+FRAME_COLOURS = {
+    pictures.QUERY_COLOR,
+    pictures.CORRECT_COLOR,
+    pictures.WRONG_COLOR,
+    pictures.NEUTRAL_COLOR,
+}
+
+
 def _runs(row):
     """Consecutive runs of identical pixels along a row, as [(rgb, length)]."""
     runs = []
@@ -42,48 +50,71 @@ def _runs(row):
     return [(p, n) for p, n in runs]
 
 
-def test_ranked_list_frames_are_green_and_red(tmp_path):
-    path = tmp_path / "ranked" / "q0001.png"
-    gallery = [
-        (_frames(90), True, "pid 1 cam 2\nd=0.12"),
-        (_frames(150, n=2), False, "pid 7 cam 1\nd=0.30"),
-        (_frames(200, height=128, width=64), True, "pid 1 cam 5\nd=0.31"),
-    ]
-    pictures.save_ranked_list(str(path), _frames(60), "query pid 1 cam 1", gallery)
+def _read_strips(path):
+    """The picture's pixels and its framed tracklets read off them, left to right:
+    [(frame colour, left, right, top, bottom)]."""
     with Image.open(path) as image:
         assert image.format == "PNG"
         pixels = np.asarray(image.convert("RGB"))
-    strip_width = 3 * 64 + 2 * pictures.BORDER  # 3 frames of 64x32 shown at height 128.
-    expected_width = (
-        pictures.GAP
-        + 3 * (strip_width + pictures.GAP)
-        + (2 * 64 + 2 * pictures.BORDER + pictures.GAP)
-    )
-    assert pixels.shape == (
-        pictures.GAP + pictures.FRAME_HEIGHT + 2 * pictures.BORDER + pictures.CAPTION_HEIGHT,
-        expected_width,
-        3,
-    )
-    # Along the top border row: white gap, query frame, then one coloured run per gallery item.
-    colours = [p for p, n in _runs(pixels[pictures.GAP + 1]) if p != (255, 255, 255)]
-    assert colours == [
+    top = next(y for y, row in enumerate(pixels) if any(tuple(p) in FRAME_COLOURS for p in row))
+    strips, x = [], 0
+    for colour, n in _runs(pixels[top]):
+        if colour in FRAME_COLOURS:
+            left_border = np.all(pixels[top:, x] == colour, axis=-1)
+            strips.append((colour, x, x + n, top, top + int(np.argmin(left_border))))
+        x += n
+    return pixels, strips
+
+
+def _save(path, num_items):
+    gallery = [(_frames(100 + 10 * i), i % 2 == 0, f"pid {i}") for i in range(num_items)]
+    pictures.save_ranked_list(str(path), _frames(60), "query", gallery)
+    return _read_strips(path)
+
+
+def test_ranked_list_shows_the_query_then_the_gallery_framed_by_correctness(tmp_path):
+    path = tmp_path / "ranked" / "q0001.png"
+    fills = [60, 90, 110, 200, 230]
+    gallery = [
+        (_frames(90), True, "pid 1 cam 2\nd=0.12"),
+        (_frames(110, n=2), False, "pid 7 cam 1\nd=0.30"),
+        (_frames(200), None, "track 4 cam 3\nd=0.31"),  # Identity unknown.
+        (_frames(230, height=128, width=64), True, "pid 1 cam 5\nd=0.35"),
+    ]
+    pictures.save_ranked_list(str(path), _frames(60), "query pid 1 cam 1", gallery)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["q0001.png"]  # No temp file left.
+    pixels, strips = _read_strips(path)
+    assert [s[0] for s in strips] == [
         pictures.QUERY_COLOR,
         pictures.CORRECT_COLOR,
         pictures.WRONG_COLOR,
+        pictures.NEUTRAL_COLOR,
         pictures.CORRECT_COLOR,
     ]
-    # The left border column of each gallery item, down its whole height.
-    x = pictures.GAP + strip_width + pictures.GAP + 1
-    column = pixels[pictures.GAP : pictures.GAP + pictures.FRAME_HEIGHT + 2 * pictures.BORDER, x]
-    assert np.all(column == pictures.CORRECT_COLOR)
-    x = pictures.GAP + 2 * (strip_width + pictures.GAP) + 1
-    column = pixels[pictures.GAP : pictures.GAP + pictures.FRAME_HEIGHT + 2 * pictures.BORDER, x]
-    assert np.all(column == pictures.WRONG_COLOR)
-    # The frames themselves are untouched inside the borders.
-    inside = pixels[pictures.GAP + pictures.BORDER + 10, pictures.GAP + pictures.BORDER + 10]
-    np.testing.assert_array_equal(inside, [60, 60, 60])
-    # Captions are drawn below the strips (dark text pixels in the caption band).
-    assert (pixels[-pictures.CAPTION_HEIGHT :] < 100).any()
+    # Tracklets line up whatever their frames' size; a tracklet's width follows its frame count.
+    assert len({(top, bottom) for *_, top, bottom in strips}) == 1
+    widths = [right - left for _, left, right, _, _ in strips]
+    assert widths[2] < widths[0] == widths[1] == widths[3] == widths[4]
+    # Each tracklet's own frames are shown, untouched, inside its coloured frame.
+    for (colour, left, right, top, bottom), fill in zip(strips, fills, strict=True):
+        across = pixels[(top + bottom) // 2, left:right]
+        assert {tuple(p) for p in across} == {colour, (fill,) * 3}
+    # Captions are written below the tracklets (dark text pixels).
+    bottom = strips[0][4]
+    assert (pixels[bottom:] < 100).all(axis=-1).any()
+
+
+def test_ranked_list_grows_with_the_gallery(tmp_path):
+    sizes = []
+    for n in (0, 1, 3):
+        pixels, strips = _save(tmp_path / f"{n}.png", n)
+        assert len(strips) == 1 + n
+        sizes.append(pixels.shape[:2])
+    assert sizes[0][0] == sizes[1][0] == sizes[2][0]  # One row, whatever its length.
+    assert sizes[0][1] < sizes[1][1] < sizes[2][1]
+    # Writing again replaces the picture.
+    pictures.save_ranked_list(str(tmp_path / "3.png"), _frames(60), "query", [])
+    assert _read_strips(tmp_path / "3.png")[0].shape[:2] == sizes[0]
 
 
 def test_ranked_list_rejects_bad_frames(tmp_path):
