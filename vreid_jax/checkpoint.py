@@ -180,13 +180,13 @@ class Checkpointer:
             "backup, or move it away to train from step 0."
         )
 
-    def restore_variables(self, abstract_variables: dict, step: int | None = None, check_meta=None):
+    def restore_variables(self, abstract_variables: dict, step: int | None = None):
         """Restores only the model variables of a checkpoint: `(variables, meta, step)`, or None.
 
         `abstract_variables` is `{'params', 'batch_stats'}` as ShapeDtypeStructs with shardings
         (`state.abstract_variables`): the arrays are read straight onto those shardings and the
         optimizer state is never read. `step=None` takes the newest checkpoint. Verified like
-        `restore` (`check_meta` too); a bad checkpoint raises CorruptCheckpointError.
+        `restore`; a bad checkpoint raises CorruptCheckpointError.
         """
         step = self.latest_step() if step is None else step
         if step is None:
@@ -197,7 +197,7 @@ class Checkpointer:
             partial_restore=True,
         )
         try:
-            return self._restore_verified(step, abstract_variables, partial, check_meta)
+            return self._restore_verified(step, abstract_variables, partial, check_meta=None)
         except (CheckpointMismatchError, CorruptCheckpointError):
             raise
         except Exception as e:  # noqa: BLE001  (orbax raises many types for an unreadable step)
@@ -229,7 +229,7 @@ class Checkpointer:
             _check_structure(meta, abstract, where)
         state = self._manager.restore(step, args=ocp.args.Composite(state=state_args))["state"]
         if abstract is not None:
-            _verify_checksums(state, meta)
+            _verify_checksums(state, meta, where)
         return state, meta, step
 
     def _quarantine(self, steps: list[int]) -> None:
@@ -284,10 +284,8 @@ def array_records(tree) -> dict[str, dict]:
 
 def _check_structure(meta: dict, abstract, where: str) -> None:
     """Raises CheckpointMismatchError at the first array of `abstract` the checkpoint lacks or
-    holds with another shape or dtype. (Checkpoints written before checksums were recorded pass.)"""
-    saved = meta.get("arrays")
-    if saved is None:
-        return
+    holds with another shape or dtype."""
+    saved = _array_records(meta, where)
     for name, leaf in _named_leaves(abstract):
         if name not in saved:
             raise CheckpointMismatchError(
@@ -303,11 +301,18 @@ def _check_structure(meta: dict, abstract, where: str) -> None:
             )
 
 
-def _verify_checksums(restored, meta: dict) -> None:
-    saved = meta.get("arrays")
-    if saved is None:
-        logging.warning("Checkpoint written without checksums: its content is not verified.")
-        return
+def _array_records(meta: dict, where: str) -> dict:
+    """The meta record's `arrays` (what `save` recorded of each array)."""
+    if "arrays" not in meta:
+        raise CorruptCheckpointError(
+            f"{where}: its meta record has no 'arrays' entry, which every save writes: it was not "
+            "written by this codebase, or its meta file was changed."
+        )
+    return meta["arrays"]
+
+
+def _verify_checksums(restored, meta: dict, where: str) -> None:
+    saved = _array_records(meta, where)
     for name, leaf in _named_leaves(restored):
         if _crc32(_host(leaf)) != saved[name]["crc32"]:
             raise CorruptCheckpointError(

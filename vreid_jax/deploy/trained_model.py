@@ -123,7 +123,7 @@ def load(
         with config.unlocked():
             # How to compute (fast_cpu_ops, max_pool_ties) is this run's choice, not the
             # checkpoint's: no parameter depends on it.
-            how = {k: config.model[k] for k in registry.HOW_TO_COMPUTE if k in config.model}
+            how = {k: config.model[k] for k in registry.HOW_TO_COMPUTE}
             config.model = ml_collections.ConfigDict({**meta["model"], **how})
             for key in ("height", "width", "clip_len"):
                 config.input[key] = meta["input"][key]

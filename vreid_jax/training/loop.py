@@ -51,14 +51,14 @@ def loss_and_grads(state, batch, *, model, loss_config, seed):
     clips = pixels.normalize(batch["clips"])
 
     def loss_fn(params):
-        (features, logits), updates = model.apply(
+        (embeddings, logits), updates = model.apply(
             {"params": params, "batch_stats": state.batch_stats},
             clips,
             train=True,
             rngs={"dropout": dropout_key},
             mutable=["batch_stats"],
         )
-        loss, terms = losses.total_loss(features, logits, batch["labels"], loss_config)
+        loss, terms = losses.total_loss(embeddings, logits, batch["labels"], loss_config)
         return loss, (terms, updates["batch_stats"])
 
     (loss, (terms, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
