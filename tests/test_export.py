@@ -1,25 +1,26 @@
-"""`python -m vreid_jax.deploy.export`: every format's features equal the evaluation's on the same uint8
-inputs (symbolic batch and length), the ONNX converter's primitives equal jax, and clear errors."""
+"""`python -m vreid_jax.deploy.export`: every format gives the features `vreid-extract` gives for the
+same tracklets (several lengths, symbolic batch and length), the ONNX converter's primitives equal
+jax, and clear errors."""
 
-import functools
+import io
 import json
 import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import checkpointed_workdir, tiny_config
+from helpers import checkpointed_workdir, run_command, tiny_config
+from PIL import Image
 
 from vreid_jax import errors
-from vreid_jax.deploy import export, onnx_writer, trained_model
-from vreid_jax.evaluation import features
+from vreid_jax.deploy import export, extract, onnx_writer, trained_model
+from vreid_jax.deploy.tracks import sources
 
-# (batch, padded length, real lengths) per call; NL3D calls take B clips of clip_len frames.
+# GLTR: (batch, padded length, real lengths) per call. NL3D: tracklet lengths, one call each over
+# its clips (tiny config: clips of 4, so one clip, then three with the last one padded).
 GLTR_CASES = [(1, 3, [3]), (2, 8, [8, 5]), (2, 17, [17, 12])]
-NL3D_BATCHES = [1, 3]
+NL3D_LENGTHS = [4, 10]
 RTOL = 1e-4
 
 
@@ -31,44 +32,62 @@ def runs(tmp_path_factory):
     return root
 
 
-@functools.cache
-def _jitted(fn, model):
-    return jax.jit(functools.partial(fn, model))
+def _tracklet(frames: np.ndarray, track_id: int) -> sources.Tracklet:
+    """A user's tracklet of these uint8 frames, stored losslessly (PNG)."""
+    encoded = []
+    for frame in frames:
+        buffer = io.BytesIO()
+        Image.fromarray(frame).save(buffer, format="PNG")
+        encoded.append(buffer.getvalue())
+    return sources.Tracklet(str(track_id), "c1", encoded, list(range(len(frames))), "test", [])
 
 
-def _cases(tm):
-    """`[(inputs, reference features)]`: the evaluation's features of random uint8 tracklets."""
+def _clips(frames: np.ndarray, t: int) -> np.ndarray:
+    """A tracklet's consecutive t-frame clips, the last one its remaining frames repeated in order
+    until full, as `export.json`'s aggregation describes them."""
+    starts = range(0, len(frames), t)
+    return np.stack([frames[s + np.arange(t) % min(t, len(frames) - s)] for s in starts])
+
+
+def _calls(tm) -> list[tuple[tuple, list[np.ndarray]]]:
+    """`[(inputs of one call of the exported function, the tracklets they hold)]` for random uint8
+    tracklets of several lengths: NL3D takes one tracklet's clips a call, GLTR padded tracklets."""
     rng = np.random.default_rng(1)
     cfg = tm.config.input
-    variables = jax.device_get(tm.variables)
+    frames = lambda *shape: rng.integers(0, 256, (*shape, cfg.height, cfg.width, 3), np.uint8)
     if tm.config.model.name == "nl3d":
-        out = []
-        for b in NL3D_BATCHES:
-            clips = rng.integers(0, 256, (b, cfg.clip_len, cfg.height, cfg.width, 3), np.uint8)
-            ref = _jitted(features.clip_features, tm.model)(variables, clips)
-            out.append(((clips,), np.asarray(ref)))
-        return out
-    out = []
+        tracklets = [frames(length) for length in NL3D_LENGTHS]
+        return [((_clips(f, cfg.clip_len),), [f]) for f in tracklets]
+    calls = []
     for b, length, lengths in GLTR_CASES:
-        frames = rng.integers(0, 256, (b, length, cfg.height, cfg.width, 3), np.uint8)
+        padded = frames(b, length)
         mask = np.arange(length)[None] < np.asarray(lengths)[:, None]
-        # As FrameSequence: every real frame through the encoder, then the head over tracklets
-        # padded to the evaluation's length bucket.
-        encoded = np.asarray(_jitted(features.frame_features, tm.model)(variables, frames[mask]))
-        bucket = features.bucket_length(length, tm.config.eval.length_buckets)
-        seqs = np.zeros((b, bucket, encoded.shape[-1]), np.float32)
-        pad_mask = np.zeros((b, bucket), bool)
-        seqs[:, :length][mask], pad_mask[:, :length] = encoded, mask
-        ref = _jitted(features.sequence_features, tm.model)(variables, seqs, pad_mask)
-        out.append(((frames, mask), np.asarray(ref)))
-    return out
+        calls.append(((padded, mask), [f[m] for f, m in zip(padded, mask, strict=True)]))
+    return calls
+
+
+def _tracklet_features(tm):
+    """How the outputs of one call give its tracklets' features (`export.json`'s aggregation):
+    NL3D pools its clips' features; GLTR's outputs are the tracklets' features."""
+    if tm.config.model.name == "nl3d":
+        pool = {"mean": np.mean, "max": np.max}[tm.config.eval.aggregate]
+        return lambda out: pool(out, axis=0, keepdims=True)
+    return lambda out: out
 
 
 @pytest.fixture(scope="module", params=["gltr", "nl3d"])
 def exported(request, runs):
-    """(feature function, cases) for one model."""
+    """(feature function, [(inputs, expected tracklet features)], outputs -> tracklet features)
+    for one model; the expected features are `vreid-extract`'s of the same tracklets."""
     tm = trained_model.load(str(runs / request.param))
-    return export.feature_function(tm), _cases(tm)
+    calls = _calls(tm)
+    everything = [f for _, tracklets in calls for f in tracklets]
+    extracted = extract.extract(
+        tm, [_tracklet(f, i) for i, f in enumerate(everything)], progress=False
+    )
+    rows = iter(extracted.features)
+    cases = [(inputs, np.stack([next(rows) for _ in tracklets])) for inputs, tracklets in calls]
+    return export.feature_function(tm), cases, _tracklet_features(tm)
 
 
 def _runner(fmt, ff, folder):
@@ -99,7 +118,7 @@ def _runner(fmt, ff, folder):
 
 @pytest.mark.parametrize("fmt", export.FORMATS)
 def test_exported_features_equal_evaluation(fmt, exported, tmp_path):
-    ff, cases = exported
+    ff, cases, tracklet_features = exported
     if (ff.provenance["model"], fmt) == ("nl3d", "savedmodel"):
         pytest.skip(
             "CI time: NL3D's TFLite test converts the same jax2tf module as its SavedModel."
@@ -108,22 +127,18 @@ def test_exported_features_equal_evaluation(fmt, exported, tmp_path):
     run = _runner(fmt, ff, str(tmp_path))
     for inputs, reference in cases:
         assert np.all(np.isfinite(reference)) and np.max(np.abs(reference)) > 1e-3
-        got = run(*inputs)
-        assert got.shape == reference.shape and got.dtype == np.float32
+        out = run(*inputs)
+        assert out.shape[0] == inputs[0].shape[0] and out.dtype == np.float32
+        got = tracklet_features(out)
+        assert got.shape == reference.shape
         rel = np.max(np.abs(got - reference)) / np.max(np.abs(reference))
         assert rel <= RTOL, (fmt, [x.shape for x in inputs], rel)
 
 
-def test_cli_exports_with_metadata(runs, tmp_path, repo_root):
+def test_cli_exports_with_metadata(runs, tmp_path):
     out = tmp_path / "onnx"
-    cmd = [sys.executable, "-m", "vreid_jax.deploy.export", "--workdir", str(runs / "gltr")]
-    result = subprocess.run(
-        cmd + ["--format", "onnx", "--out", str(out)],
-        cwd=repo_root,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    # In this process; tests/test_use_a_trained_model.py runs the `vreid-export` console script.
+    result = run_command(export, "--workdir", runs / "gltr", "--format", "onnx", "--out", out)
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(os.listdir(out)) == ["export.json", "model.onnx"]
     meta = json.loads((out / "export.json").read_text())
@@ -133,14 +148,9 @@ def test_cli_exports_with_metadata(runs, tmp_path, repo_root):
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]  # no temporary folder left
 
 
-def test_unknown_format_is_one_line(repo_root, tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "vreid_jax.deploy.export", "--workdir", str(tmp_path)]
-        + ["--format", "pickle", "--out", str(tmp_path / "out")],
-        cwd=repo_root,
-        capture_output=True,
-        text=True,
-        timeout=120,
+def test_unknown_format_is_one_line(tmp_path):
+    result = run_command(
+        export, "--workdir", tmp_path, "--format", "pickle", "--out", tmp_path / "out"
     )
     assert result.returncode != 0
     assert result.stderr.strip() == (
