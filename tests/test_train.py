@@ -1,6 +1,5 @@
 """The train step and loop: device-count invariance, compile-once, exact resume, clear errors."""
 
-import functools
 import json
 import os
 import shutil
@@ -31,18 +30,12 @@ def _train_steps(config, devices, batches, tx=None):
         model, tx, state_lib.init_clips(config.input), seed=0, mesh=mesh
     )
     initial_params = jax.device_get(state.params)
-    traced = chex.assert_max_traces(n=1)(loop.train_step)
-    step_fn = jax.jit(
-        functools.partial(traced, model=model, tx=tx, lr_fn=lr_fn, loss_config=config.loss, seed=0),
-        in_shardings=(shardings, parallel.data_sharding(mesh)),
-        out_shardings=(shardings, parallel.replicated(mesh)),
-        donate_argnums=0,
-    )
+    step_fn = loop.compile_train_step(model, tx, lr_fn, config, shardings, mesh)
     losses = []
     for batch in batches:
         state, metrics = step_fn(state, parallel.host_to_global(batch, mesh))
         losses.append(float(metrics["loss"]))
-    chex.clear_trace_counter()
+    assert step_fn._cache_size() == 1  # Compiled once for every batch.
     updates = jax.tree.map(np.subtract, jax.device_get(state.params), initial_params)
     return np.array(losses), updates
 
