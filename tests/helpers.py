@@ -1,5 +1,10 @@
 """Helpers shared by the tests (conftest.py holds the fixtures and the harness set-up)."""
 
+import fcntl
+import os
+import shutil
+import sys
+
 import numpy as np
 
 
@@ -30,7 +35,7 @@ def random_batches(config, count: int, num_classes: int, seed: int = 0) -> list[
 def checkpointed_workdir(workdir, model="gltr", num_classes=5, seed=0, **overrides):
     """A training workdir as `python -m vreid_jax.main` leaves it (config.json and a checkpoint at
     step 1), holding the tiny config's randomly initialised model with perturbed batch-norm
-    statistics (so that eval-mode normalisation is exercised): what `trained.load` reads, made in
+    statistics (so that eval-mode normalisation is exercised): what `trained_model.load` reads, made in
     a second instead of a training run. Returns the config."""
     import json  # noqa: PLC0415
     import os  # noqa: PLC0415
@@ -65,3 +70,95 @@ def checkpointed_workdir(workdir, model="gltr", num_classes=5, seed=0, **overrid
     with checkpoint.Checkpointer(os.path.join(workdir, "checkpoints")) as ckpt:
         ckpt.save(1, train_state, loop.checkpoint_meta(config, data))
     return config
+
+
+def run_command(module, *args, cwd=None):
+    """Runs a command module (`vreid_jax.main`, `vreid_jax.deploy.search`, `data_prep.build`...) in
+    this process as its console script or `python -m` would, and returns a
+    `subprocess.CompletedProcess` (returncode, stdout, stderr) like a subprocess run.
+
+    For a module with `cli_main` (one that starts through `vreid_jax.cli.launch`), `cli_main` runs
+    with a stand-in for `launch` that does what it does but absl's `app.run`: the module's flags are
+    defined, `args` are parsed by its own flags parser (absl's default otherwise) and `main` runs
+    inside `cli._one_line_errors`. A `data_prep` command (`_define_flags(); app.run(main)`) runs the same
+    without the boundary, as it does from the command line. `sys.exit` and absl's usage errors
+    become the return code; any other exception propagates (a bug: the test shows its traceback).
+    The flags the command defined are deleted afterwards, so the next command can define its own:
+    absl's FLAGS is global. Two things of `cli.launch`/`cli.start` that would outlive the command in
+    this process are left out: the verbosity, and the malloc settings that keep freed host memory
+    (`vreid_jax.host_memory`; a test worker would then hold its peak memory until it exits).
+    """
+    import contextlib  # noqa: PLC0415
+    import io  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import unittest.mock  # noqa: PLC0415
+
+    from absl import app, flags  # noqa: PLC0415
+
+    from vreid_jax import cli, host_memory  # noqa: PLC0415
+
+    argv = [module.__name__, *map(str, args)]
+    launched = {}
+    if hasattr(module, "cli_main"):
+
+        def capture(main, define_flags, *, flags_parser=None, verbosity=None):
+            del verbosity
+            launched.update(
+                main=cli._one_line_errors(main), define_flags=define_flags, parser=flags_parser
+            )
+
+        with unittest.mock.patch.object(cli, "launch", capture):
+            module.cli_main()
+    else:
+        launched.update(main=module.main, define_flags=module._define_flags, parser=None)
+
+    FLAGS = flags.FLAGS
+    before, was_parsed = set(FLAGS), FLAGS.is_parsed()
+    stdout, stderr = io.StringIO(), io.StringIO()
+    try:
+        with (
+            contextlib.chdir(cwd or "."),
+            unittest.mock.patch.object(host_memory, "keep_freed_memory", lambda *_: False),
+            # ml_collections' config flag reads its `--config.key=value` overrides from sys.argv.
+            unittest.mock.patch.object(sys, "argv", argv),
+            contextlib.redirect_stdout(stdout),
+            contextlib.redirect_stderr(stderr),
+        ):
+            try:
+                launched["define_flags"]()
+                remaining = (launched["parser"] or app.parse_flags_with_usage)(argv)
+                code = launched["main"](remaining)
+            except SystemExit as e:
+                code = e.code
+            except app.UsageError as e:
+                print(f"\n{e}", file=sys.stderr)
+                code = e.exitcode
+            if isinstance(code, str):  # As the interpreter does with sys.exit("message").
+                print(code, file=sys.stderr)
+                code = 1
+    finally:
+        for name in set(FLAGS) - before:
+            if name in FLAGS:
+                delattr(FLAGS, name)
+        if not was_parsed:
+            FLAGS.unparse_flags()
+    return subprocess.CompletedProcess(argv, code or 0, stdout.getvalue(), stderr.getvalue())
+
+
+def build_once(tmp_path_factory, name, build):
+    """The folder `name` made by `build(folder)` once per test run, shared by all xdist workers (the
+    standard pattern: a folder beside the workers' own temporary folders and a file lock; the
+    stdlib's `fcntl.flock`). The first worker to ask builds it; the others wait, then reuse it.
+    Returns the folder (a `pathlib.Path`)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # This run's folder, holding every worker's basetemp.
+    folder, done = root / name, root / f"{name}.done"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # Released when the file closes.
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # Left by a build that failed.
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
