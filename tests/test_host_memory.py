@@ -15,7 +15,6 @@ from vreid_jax.errors import UserError
 _PROGRAM = """
 import ctypes, json, os, sys
 from vreid_jax import host_memory
-from vreid_jax.errors import UserError
 applied = host_memory.keep_freed_memory(sys.argv[1])
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
