@@ -2,7 +2,7 @@
 
 Two measurements on synthetic trees written by `data_prep.synthetic`:
   1. MARS-sized frames (256x128 JPEG, as in the release): build time -> frames/s -> projected time
-     for MARS's 1,191,003 frames (train 509,914 + test 681,089, REFERENCE.md §3.1). Parsing,
+     for MARS's 1,191,003 frames (train 509,914 + test 681,089, `data_prep.mars`). Parsing,
      frame checks and TFRecord writing are all included; the projection assumes linear scaling
      and a disk at least as fast as this one (the page cache is warm after generating).
   2. The demo-sized dataset (configs/default.py `config.data.synthetic`, 128x64): generate and

@@ -24,7 +24,7 @@ import time
 
 import common
 
-MARS_EVAL_FRAMES = 657_709  # MARS query + gallery tracklets without junk (REFERENCE.md).
+MARS_EVAL_FRAMES = 657_709  # MARS query + gallery tracklets without junk (released info/*.mat).
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """The paper recipes, one function shared by the `configs/<model>_<dataset>.py` files.
 
-Facts behind each value are in the team's REFERENCE.md; where the papers are silent the values are the
+Each value follows the paper or its official code; where the papers are silent the values are the
 adopted defaults of the closest reference code (AP3D for NL3D, the official GLTR code for GLTR), and
 say so.
 """
@@ -68,7 +68,7 @@ def make(model: str, dataset: str, arg: str | None):
 
 def _official_training(config, model: str) -> None:
     """`:official`: the authors' own training, for reproducing the paper (not the mission's Adam
-    recipe). Only GLTR has one: its official code (ljn114514/GLTR, REFERENCE.md section 2)."""
+    recipe). Only GLTR has one: its official code (ljn114514/GLTR's `train.py`)."""
     if model != "gltr":
         raise UserError(
             f"{model}:official: the {model.upper()} paper states no training schedule and has no "

@@ -1,6 +1,6 @@
 """DukeMTMC-VideoReID (Wu et al., CVPR 2018): parser of the raw release into the canonical index.
 
-Facts followed here (REFERENCE.md §3.2): `{train,query,gallery}/<pid4>/<tracklet4>/` folders of
+Facts followed here (the release's README): `{train,query,gallery}/<pid4>/<tracklet4>/` folders of
 `0001_C6_F0099_X30823.jpg` frames (pid, camera 1-8, frame within the tracklet, `X` normal or `D`
 distractor, frame within the camera video); the older naming `0001C6F0099X30823.jpg` is accepted.
 Frame numbers have gaps and need not start at 1, so frames are sorted by the parsed `F` number,
@@ -27,7 +27,7 @@ reads:
 {EXPECTED_TREE}
 Frames are full-resolution crops: consider `--resize 256x128`."""
 
-# REFERENCE.md §3.2: identity and tracklet counts are confirmed by the README; frame counts come
+# Identity and tracklet counts are confirmed by the release's README; frame counts come
 # from a single third-party source, so they only warn.
 VERIFIED_STATS = {
     "train": {"ids": 702, "tracklets": 2196},

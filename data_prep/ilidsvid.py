@@ -1,11 +1,11 @@
 """iLIDS-VID (Wang et al., ECCV 2014): parser of the raw release into the canonical index.
 
-Facts followed here (REFERENCE.md §3.3): `i-LIDS-VID/sequences/cam{1,2}/personNNN/` folders of
-`cam1_personNNN_FFFFF.png` frames with absolute frame numbers (sorted as integers, never by a bare
-directory listing), and `train-test people splits/train_test_splits_ilidsvid.mat` whose `ls_set`
-indexes the sorted cam1 person folders (1-based). All 600 tracklets are stored in one `tracklets`
-split; the reader applies split i (train: both cameras of the train persons; query: cam1 and
-gallery: cam2 of the test persons).
+Facts followed here (the release; torchreid's loader): `i-LIDS-VID/sequences/cam{1,2}/personNNN/`
+folders of `cam1_personNNN_FFFFF.png` frames with absolute frame numbers (sorted as integers, never
+by a bare directory listing), and `train-test people splits/train_test_splits_ilidsvid.mat` whose
+`ls_set` indexes the sorted cam1 person folders (1-based). All 600 tracklets are stored in one
+`tracklets` split; the reader applies split i (train: both cameras of the train persons; query: cam1
+and gallery: cam2 of the test persons).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ INSTRUCTIONS = f"""\
 Download iLIDS-VID.tar from the authors and unpack it so that the manual folder reads:
 {EXPECTED_TREE}"""
 
-# REFERENCE.md §3.3: loader asserts and docstrings, not recomputed, so these only warn (split 0).
+# Peer loaders' asserts and docstrings, not recomputed, so these only warn (split 0).
 VERIFIED_STATS: dict = {}
 UNVERIFIED_STATS = {
     "train": {"ids": 150, "tracklets": 300},

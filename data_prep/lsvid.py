@@ -1,11 +1,12 @@
 """LS-VID (Li et al., ICCV 2019): parser of the raw release into the canonical index.
 
-Facts followed here (REFERENCE.md §3.5): `list_sequence/list_seq_{train,test}.txt` lines
-`<path prefix> <pid>`; a tracklet's frames are the files under `tracklet_{train,test}/` whose path
-starts with the prefix, sorted by the frame number parsed from the name (`a_b_<camera>_<frame>`,
-camera 1-15); `test/data/info_test.mat` is MATLAB v7.3 (HDF5) and its `query` holds 1-based rows
-of the test list. Stored splits: `train`, `query`, `gallery` = the other test rows (the evaluator
-may add the queries back, as for MARS). The validation lists are not used (as in every peer).
+Facts followed here (peer loaders such as BiCnet-TKS's): `list_sequence/list_seq_{train,test}.txt`
+lines `<path prefix> <pid>`; a tracklet's frames are the files under `tracklet_{train,test}/` whose
+path starts with the prefix, sorted by the frame number parsed from the name
+(`a_b_<camera>_<frame>`, camera 1-15); `test/data/info_test.mat` is MATLAB v7.3 (HDF5) and its
+`query` holds 1-based rows of the test list. Stored splits: `train`, `query`, `gallery` = the other
+test rows (the evaluator may add the queries back, as for MARS). The validation lists are not used
+(as in every peer).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ Request LS-VID from its authors and unpack it so that the manual folder reads:
 {EXPECTED_TREE}
 Frames are large crops: consider `--resize 256x128`."""
 
-# REFERENCE.md §3.5: every published count is unverified (several docstrings are copied from MARS),
+# Every published count is unverified (several loaders' docstrings are copied from MARS's),
 # so nothing is checked; `data_prep.stats` prints what it finds.
 VERIFIED_STATS: dict = {}
 UNVERIFIED_STATS: dict = {}

@@ -1,11 +1,12 @@
 """MARS (Zheng et al., ECCV 2016): parser of the raw release into the canonical tracklet index.
 
-Facts followed here (REFERENCE.md §3.1): frame names `0001C1T0001F001.jpg` (pid `[0:4]`, `00-1` junk,
-`0000` distractor; camera `[5]`, 1-6; tracklet `[7:11]`; frame `[12:15]`), name lists written by
-MATLAB with `\\r\\n` line ends, `tracks_{train,test}_info.mat` rows `[start, end, pid, camid]` with
-1-based inclusive `start`/`end` into the name list, `query_IDX.mat` 1-based rows of the test table.
-Stored splits: `train`; `query` (the `query_IDX` rows); `gallery` = the other test rows, junk
-included and flagged (the evaluator composes the official or the torchreid gallery).
+Facts followed here (the release and `liangzheng06/MARS-evaluation`): frame names
+`0001C1T0001F001.jpg` (pid `[0:4]`, `00-1` junk, `0000` distractor; camera `[5]`, 1-6; tracklet
+`[7:11]`; frame `[12:15]`), name lists written by MATLAB with `\\r\\n` line ends,
+`tracks_{train,test}_info.mat` rows `[start, end, pid, camid]` with 1-based inclusive `start`/`end`
+into the name list, `query_IDX.mat` 1-based rows of the test table. Stored splits: `train`; `query`
+(the `query_IDX` rows); `gallery` = the other test rows, junk included and flagged (the evaluator
+composes the official or the torchreid gallery).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ Download bbox_train.zip and bbox_test.zip from the MARS authors and the `info/` 
 liangzheng06/MARS-evaluation, and unpack them so that the manual folder reads:
 {EXPECTED_TREE}"""
 
-# Verified statistics (recomputed from the public info/*.mat files): REFERENCE.md §3.1. The stored
+# Verified statistics, recomputed from the public info/*.mat files (MARS-evaluation). The stored
 # gallery is the test table minus the query rows, junk included; `ids` never counts pid -1.
 VERIFIED_STATS = {
     "train": {"ids": 625, "tracklets": 8298, "frames": 509914, "min_len": 5, "max_len": 900},

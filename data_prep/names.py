@@ -15,5 +15,5 @@ GALLERY_WITHOUT_QUERIES = ("mars", "lsvid")
 # sizing a model's classifier before the dataset is built (`vreid_jax.training.preflight`). MARS,
 # DukeMTMC-VideoReID and PRID-2011 match their parsers' VERIFIED_STATS; iLIDS-VID's 150 is its
 # published protocol (half of 300 persons, UNVERIFIED_STATS); LS-VID's 842 is the count its
-# authors' loaders report, unverified here (REFERENCE.md section 3.5).
+# authors' loaders report, unverified here.
 TRAIN_IDS = {"mars": 625, "dukev": 702, "ilidsvid": 150, "prid2011": 89, "lsvid": 842}

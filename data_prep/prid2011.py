@@ -1,10 +1,11 @@
 """PRID-2011 (Hirzer et al., SCIA 2011): parser of the raw release into the canonical index.
 
-Facts followed here (REFERENCE.md §3.4): `prid_2011/multi_shot/cam_{a,b}/person_NNNN/NNNN.png`,
-frames sorted by their number; only persons 0001-0200 appear in both cameras. The 178-person
-protocol keeps those with at least 27 frames in both cameras and indexes them (sorted, 1-based) with
-`ls_set` of `train_test_splits_prid.mat` (shipped in iLIDS-VID's `train-test people splits/`).
-Only the protocol's tracklets are stored (one `tracklets` split); the reader applies split i.
+Facts followed here (the release; torchreid's and person-reid-lib's loaders):
+`prid_2011/multi_shot/cam_{a,b}/person_NNNN/NNNN.png`, frames sorted by their number; only persons
+0001-0200 appear in both cameras. The 178-person protocol keeps those with at least 27 frames in
+both cameras and indexes them (sorted, 1-based) with `ls_set` of `train_test_splits_prid.mat`
+(shipped in iLIDS-VID's `train-test people splits/`). Only the protocol's tracklets are stored (one
+`tracklets` split); the reader applies split i.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ Download prid_2011.zip from the authors, unpack it, and copy `train-test people 
 iLIDS-VID archive next to it, so that the manual folder reads:
 {EXPECTED_TREE}"""
 
-# REFERENCE.md §3.4: 178 persons (both split files and a loader assert agree); per split 89/89.
+# 178 persons (both published split files and a peer loader's assert agree); per split 89/89.
 VERIFIED_STATS = {
     "train": {"ids": 89, "tracklets": 178},
     "query": {"ids": 89, "tracklets": 89},

@@ -2,7 +2,7 @@
 
 Both come as `ls_set` matrices (10 x N) of 1-based indices into the sorted list of the protocol's
 persons; split i tests on the persons of the first half of row i and trains on the second half
-(REFERENCE.md §3.3-3.4). Splits are applied when reading, so the tracklets are stored once.
+(as torchreid's `prepare_split`). Splits are applied when reading, so the tracklets are stored once.
 """
 
 from __future__ import annotations

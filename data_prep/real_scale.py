@@ -52,7 +52,7 @@ class Group:
     pins: tuple[int, ...] = ()
 
 
-# MARS, REFERENCE.md §3.1 (recomputed from the released info/*.mat). Test persons are split into
+# MARS, verified (recomputed from the released info/*.mat). Test persons are split into
 # queries and the gallery's person tracklets (gallery torchreid 9,330 - 3,248 distractors; frames
 # 543,216 - 147,743). Lengths: train 1.0% < 8 and 34% >= 64 frames give a lognormal of shape 0.76
 # (median 47, mean 62); the test set's median 30 and 29% >= 64 are best met by shape 1.0 per group
@@ -71,7 +71,7 @@ MARS_QUERY_ONLY_IDS = 14  # of those, pids with no gallery tracklet (626 query i
 MARS_SINGLE_CAMERA_IDS = 8  # test pids seen by one camera: gallery only (634 test pids in all)
 MARS_UNMATCHED_QUERIES = 140  # queries with no cross-camera match in the gallery without queries
 
-# LS-VID, REFERENCE.md §3.5 (unverified) and its paper (Li et al., ICCV 2019: 3,772 ids, 14,943
+# LS-VID, peer loaders' docstrings (unverified), and its paper (Li et al., ICCV 2019: 3,772 ids, 14,943
 # sequences, 2,982,685 frames; train 842 ids / 550,419 frames, validation 200 ids / 155,191 frames,
 # test 2,730 ids / 2,277,075 frames). The validation set (779 tracklets) is not written: no parser
 # reads it. Query and gallery frames are not published separately: the test lengths are drawn

@@ -2,8 +2,9 @@ r"""Prints a built dataset's summary table and checks it against the published s
 
   python -m data_prep.stats --dataset mars --data_dir /data/tfds [--split_index 0] [--nocheck]
 
-Counts that REFERENCE.md marks verified must match exactly (exit status 1 otherwise); the others
-only warn. Synthetic datasets are much smaller than the real ones: use `--nocheck` for them.
+Counts that a parser marks verified (its `VERIFIED_STATS`, recomputed from the release's own files)
+must match exactly (exit status 1 otherwise); the others (`UNVERIFIED_STATS`) only warn. Synthetic
+datasets are much smaller than the real ones: use `--nocheck` for them.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def check(dataset: str, rows: list[dict]) -> tuple[list[str], list[str]]:
                 if got != expected:
                     kind = "verified" if verified else "unverified"
                     out[0 if verified else 1].append(
-                        f"{split} {field}: {got}, expected {expected} ({kind}, REFERENCE.md)"
+                        f"{split} {field}: {got}, expected {expected} ({kind}, {module.__name__})"
                     )
     return out
 

@@ -1,4 +1,4 @@
-r"""Synthetic re-ID datasets in the real on-disk layouts (DESIGN.md §6).
+r"""Synthetic re-ID datasets in the real on-disk layouts.
 
   python -m data_prep.synthetic --layout mars --out /tmp/raw_mars --seed 0 \
       [--num_ids 64 --tracklets_per_id 4 --min_len 8 --max_len 48 --height 128 --width 64 \
@@ -7,7 +7,8 @@ r"""Synthetic re-ID datasets in the real on-disk layouts (DESIGN.md §6).
       [--nolink_frames]      # MARS or LS-VID with the real statistics; --scale 0.1 for a tenth
 
 Real datasets must be requested from their authors, so the demo, the tests and the notebook use
-rendered people (`data_prep.render`) written exactly like each release (`data_prep.synthetic_layouts`):
+rendered people (`data_prep.render`: identities differ by combinations of traits, not by colour
+alone, so training matters) written exactly like each release (`data_prep.synthetic_layouts`):
 the same converters then read them. The output is a pure function of the arguments and the seed,
 and is written to a temporary sibling folder that is renamed into place only when complete.
 

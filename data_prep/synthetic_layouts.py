@@ -3,8 +3,8 @@
 Each `write_<layout>(scene, root, spec)` writes the raw tree exactly as the real dataset ships it
 (file names, name lists with their line ends, `.mat` tables, split files) and returns the ground
 truth: one dict per tracklet with the key, stored split, pid, camera, frame numbers and frame files
-(relative to `root`) that the parser is expected to recover. The facts about each layout are those
-of REFERENCE.md §3, the same ones the parsers follow.
+(relative to `root`) that the parser is expected to recover. The facts about each layout are the
+ones the parsers follow (each parser's docstring states them).
 
 MARS and LS-VID also take a fixed plan (`scene.plan`, from `data_prep.real_scale`): every tracklet
 as `(subset, pid, camera, length, is_query)`, so a plan with the real statistics is written by the
@@ -23,7 +23,7 @@ import scipy.io
 
 from data_prep.published_splits import NUM_SPLITS
 
-# MARS test-set composition (REFERENCE.md §3.1): 3,248 distractor and 870 junk rows of 12,180.
+# MARS test-set composition (released info/*.mat): 3,248 distractor and 870 junk rows of 12,180.
 MARS_DISTRACTOR_FRACTION = 3248 / 12180
 MARS_JUNK_FRACTION = 870 / 12180
 # DukeMTMC-VideoReID: 408 gallery-only distractor identities next to 702 test identities.

@@ -72,7 +72,8 @@ def test_check_is_exact_for_verified_counts():
     assert stats.check("mars", rows) == ([], [])
     rows[2]["junk"] = 869
     errors, warnings = stats.check("mars", rows)
-    assert errors == ["gallery junk: 869, expected 870 (verified, REFERENCE.md)"] and warnings == []
+    assert errors == ["gallery junk: 869, expected 870 (verified, data_prep.mars)"]
+    assert warnings == []
 
 
 def test_check_only_warns_for_unverified_counts():

@@ -121,6 +121,6 @@ def test_frames_are_sorted_by_number_even_when_the_name_list_is_not(tmp_path):
 
 
 def test_published_statistics_are_the_verified_ones():
-    # REFERENCE.md §3.1: the stored gallery is test minus query with junk: 12,180 - 1,980 rows.
+    # The released info/*.mat: the stored gallery is test minus query with junk: 12,180 - 1,980 rows.
     assert mars.VERIFIED_STATS["gallery"]["tracklets"] == 12180 - 1980
     assert mars.VERIFIED_STATS["gallery"]["frames"] == 681089 - 114493

@@ -33,7 +33,7 @@ def _split(t):
 def test_full_scale_mars_plan_has_the_published_statistics():
     plan = real_scale.mars_plan(np.random.default_rng(0), 1.0)
     got = {split: dict(c) for split, c in _splits(plan).items()}
-    expected = {  # REFERENCE.md section 3.1 (the stored gallery keeps junk)
+    expected = {  # MARS's verified statistics (the stored gallery keeps junk)
         "train": dict(ids=625, tracklets=8298, frames=509914, junk=0, distractors=0),
         "query": dict(ids=626, tracklets=1980, frames=114493, junk=0, distractors=0),
         "gallery": dict(ids=621, tracklets=10200, frames=566596, junk=870, distractors=3248),

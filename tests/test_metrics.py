@@ -46,7 +46,7 @@ def _rank(distmat, q_pids, g_pids, q_cams=None, g_cams=None, **kwargs):
 
 
 def test_reference_ap_checks():
-    # REFERENCE.md 4.1: one positive at rank 3 -> standard 1/3, trapezoid 1/6.
+    # One positive at rank 3 -> standard 1/3, trapezoid (MARS's MATLAB `compute_AP.m`) 1/6.
     dist = [[0.1, 0.2, 0.3, 0.4]]
     for mode, expected in [("standard", 1 / 3), ("trapezoid", 1 / 6)]:
         out = _rank(dist, [5], [1, 2, 5, 3], max_rank=4, ap_mode=mode)

@@ -1,6 +1,6 @@
 """GLTR as the official PyTorch code builds it, re-implemented in plain torch for parity checks.
 
-Architecture of `ljn114514/GLTR` (REFERENCE.md section 2), written here from that description:
+Architecture of `ljn114514/GLTR` (`resnet.py`, `NonLocalBlock1D.py`), written here from its code:
 a ResNet-50 trunk with a stride-1 layer4 (`tests/torch_resnet.py`), the layer4 map averaged to
 2048-d per frame, a Linear 2048 -> 128 per frame; the dilated temporal pyramid as the official code
 writes it, one `Conv2d(1, 128, (3, 128), dilation=(r, 1), padding=(r, 0))` per dilation r over the

@@ -1,5 +1,10 @@
-"""What a run reports: the `results.json` record (DESIGN.md section 5), the metric tables, the CMC
-plot, the ranked-list pictures and the TensorBoard/`metrics.jsonl` scalars of an evaluation.
+"""What a run reports: the `results.json` record, the metric tables, the CMC plot, the ranked-list
+pictures and the TensorBoard/`metrics.jsonl` scalars of an evaluation.
+
+`results.json`'s keys are a public contract (the README, the notebook and the tests read them):
+dataset, protocol, model, step, num_query, num_gallery, and mAP, mINP, rank1/5/10/20 as fractions
+in [0, 1]; `untrained` holds the same metrics for the network before training when it was evaluated
+then, and the 10-split datasets add the mean over splits and one entry per split.
 
 Files are written by process 0 only, atomically.
 """

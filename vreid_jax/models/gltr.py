@@ -1,9 +1,10 @@
 """GLTR (Li et al., ICCV 2019): per-frame 2D ResNet, dilated temporal pyramid, temporal attention.
 
-Follows the official code (`ljn114514/GLTR`, REFERENCE.md section 2): frame feature = average-pooled
-ResNet-50 map -> Dense 2048 -> 128; DTP = identity branch + one kernel-3 temporal conv per dilation
-(padding = dilation, so the length is kept); TSA = a 1D non-local block 512 -> 256 -> 512 with a
-zero-gamma BN; feature = mean over time. Everything after the frame encoder runs in float32.
+Follows the official code (`ljn114514/GLTR`: `resnet.py`, `NonLocalBlock1D.py`): frame feature =
+average-pooled ResNet-50 map -> Dense 2048 -> 128; DTP = identity branch + one kernel-3 temporal
+conv per dilation (padding = dilation, so the length is kept); TSA = a 1D non-local block 512 -> 256
+-> 512 with a zero-gamma BN; feature = mean over time. Everything after the frame encoder runs in
+float32.
 
 Padding. A tracklet padded at the end to a bucket length with `mask` gives exactly the features of
 the unpadded tracklet in eval mode: padded frame features are zeroed before the DTP (which is what

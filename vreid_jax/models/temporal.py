@@ -1,6 +1,6 @@
 """The temporal half of a (2+1)D factorised conv: a t x 1 x 1 conv over NTHWC clips.
 
-Initialisation (DESIGN.md section 4): 'inflate' puts identity/t on every tap, so spatial 2D kernel
+Initialisation: 'inflate' puts identity/t on every tap, so spatial 2D kernel
 followed by this conv equals the I3D inflation of the 2D kernel (replicated over t taps, divided by
 t); 'center' puts the identity on the middle tap only, so the pair equals the 2D kernel applied frame
 by frame.
