@@ -187,8 +187,10 @@ def get_config(arg=None):
     # Distance: 'euclidean' or 'cosine'; L2-normalise features first (the MARS MATLAB code does).
     config.eval.distance = "euclidean"
     config.eval.normalize_features = True
-    # MARS gallery: 'official' (queries included in the gallery) or 'torchreid' (9,330 gallery).
-    config.eval.mars_gallery = "official"
+    # Gallery of MARS and LS-VID, whose stored gallery excludes the queries: 'official' (the
+    # queries and the stored gallery; MARS: 11,310 tracklets) or 'torchreid' (the stored gallery
+    # alone; MARS: 9,330). The other datasets have one gallery.
+    config.eval.gallery = "official"
     # AP formula: 'standard' (mean precision at hits, torchreid) or 'trapezoid' (MARS MATLAB).
     config.eval.ap_mode = "standard"
     config.eval.max_rank = 50

@@ -20,7 +20,7 @@ def make(model: str, dataset: str, arg: str | None):
     config.data.name = dataset
     config.data.split = args.split
     if dataset in names.MULTI_SPLIT and args.all_splits:
-        config.eval.splits = tuple(range(10))
+        config.eval.splits = tuple(range(names.NUM_SPLITS))
 
     # Common to both: Adam 3e-4 with coupled L2 5e-4 (PyTorch Adam(weight_decay=...)), exponential
     # decay to 1/10 every 80 epochs, 240 tracklet epochs (AP3D's length), ImageNet ResNet-50 init.
@@ -104,5 +104,5 @@ def _official_training(config, model: str) -> None:
     # trapezoid AP.
     config.eval.normalize_features = True
     config.eval.distance = "euclidean"
-    config.eval.mars_gallery = "official"
+    config.eval.gallery = "official"
     config.eval.ap_mode = "trapezoid"

@@ -11,8 +11,7 @@ import numpy as np
 import scipy.io
 
 from data_prep.index import DataPrepError
-
-NUM_SPLITS = 10
+from data_prep.names import NUM_SPLITS
 
 
 def load_ls_set_splits(path: str, persons: list[int]) -> list[dict[str, list[int]]]:

@@ -149,7 +149,7 @@ def test_rank_reports_reranking_separately():
 def test_every_protocol_equals_evaluate_rank_on_its_gallery(gallery_choice):
     """MARS-style data: the four numbers (both galleries x both AP formulas) each equal
     `metrics.evaluate_rank` called on that gallery, whichever gallery is the headline."""
-    config = tiny_config("nl3d", **{"eval.mars_gallery": gallery_choice})
+    config = tiny_config("nl3d", **{"eval.gallery": gallery_choice})
     rng = np.random.default_rng(0)
     query = fake.make_index([1] * 6, 3, train=False, num_cameras=2)
     stored = fake.make_index([3] * 6, 3, train=False, num_cameras=2, seed=1)

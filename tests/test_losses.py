@@ -180,13 +180,6 @@ def test_total_loss_weights_and_jit():
     np.testing.assert_allclose(loss, 0.5 * parts["ce"] + 2.0 * parts["triplet"], rtol=1e-6)
 
 
-def test_total_loss_bad_distance_names_the_key():
-    with pytest.raises(ValueError, match="config.loss.triplet_distance"):
-        losses.total_loss(
-            np.ones((2, 2)), np.ones((2, 3)), [0, 1], _loss_config(triplet_distance="l1")
-        )
-
-
 def test_triplet_mines_across_devices_on_a_sharded_global_batch():
     mesh = parallel.make_mesh()
     n = 2 * mesh.devices.size

@@ -7,6 +7,7 @@ import pytest
 
 from configs.default import get_config
 from vreid_jax import models
+from vreid_jax.errors import UserError
 from vreid_jax.models import layers, registry
 
 NUM_CLASSES = 625
@@ -38,18 +39,22 @@ def _abstract(module, clips_shape=(2, 4, 64, 32, 3)):
         (dict(nonlocal_blocks=((), (1,))), "config.model.nonlocal_blocks"),
         (dict(dtype="float16"), "config.model.dtype"),
         (dict(last_stride=3), "config.model.last_stride"),
+        (dict(width=0), "config.model.width"),
+        (dict(dropout=1.0), "config.model.dropout"),
+        (dict(fast_cpu_ops="yes"), "config.model.fast_cpu_ops='yes'"),
+        (dict(max_pool_ties="last"), "config.model.max_pool_ties='last'"),
     ],
 )
 def test_bad_config_raises_naming_the_key(overrides, message):
     config = _config("nl3d")
     config.update(overrides)
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        models.build_model(config, NUM_CLASSES)
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        registry.check_config(config)
 
 
 def test_bad_gltr_dilations_raise():
-    with pytest.raises(ValueError, match="config.model.gltr_dilations"):
-        models.build_model(_config("gltr", gltr_dilations=(1, 1, 2)), NUM_CLASSES)
+    with pytest.raises(UserError, match="config.model.gltr_dilations"):
+        registry.check_config(_config("gltr", gltr_dilations=(1, 1, 2)))
 
 
 def test_block_positions_are_clipped_to_short_stages():

@@ -49,7 +49,7 @@ def _losses(workdir):
 @pytest.mark.slow
 def test_two_processes_train_like_one(tmp_path, tiny_data_dir, repo_root):
     config = tiny_config("nl3d", **{"data.data_dir": tiny_data_dir})
-    datasets.load(config.data, mars_gallery="official", seed=config.seed)  # Build the data once.
+    datasets.load(config.data, gallery="official", seed=config.seed)  # Build the data once.
     command = [
         sys.executable,
         "-m",

@@ -126,26 +126,3 @@ def test_multistep_and_constant_schedules():
     config = _config(name="constant", warmup_epochs=0.0)
     lr = optim.create_learning_rate_fn(config, steps_per_epoch=4)
     np.testing.assert_allclose([lr(0), lr(1000)], [0.05, 0.05])
-
-
-@pytest.mark.parametrize(
-    ("key", "value", "match"),
-    [
-        ("name", "cosine", "config.schedule.name"),
-        ("decay_epochs", 0.0, "config.schedule.decay_epochs"),
-        ("milestones_epochs", (5, 3), "config.schedule.milestones_epochs"),
-        ("warmup_epochs", -1.0, "config.schedule.warmup_epochs"),
-    ],
-)
-def test_bad_schedule_names_the_key(key, value, match):
-    config = _config(name="multistep" if key == "milestones_epochs" else "exponential")
-    config.schedule[key] = value
-    with pytest.raises(ValueError, match=match):
-        optim.create_learning_rate_fn(config, 10)
-
-
-def test_bad_optimizer_name_names_the_key():
-    config = _config()
-    config.optim.name = "lamb"
-    with pytest.raises(ValueError, match="config.optim.name"):
-        optim.create_optimizer(config, 10)

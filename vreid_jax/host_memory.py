@@ -24,8 +24,6 @@ import ctypes.util
 import importlib.metadata
 import os
 
-from vreid_jax.errors import UserError
-
 CHOICES = ("auto", "true", "false")  # `config.keep_host_memory`.
 
 # glibc's mallopt parameters (malloc.h).
@@ -48,11 +46,14 @@ def jax_will_use_cpu() -> bool:
 
 
 def keep_freed_memory(setting: str = "auto") -> bool:
-    """Applies the malloc settings above when `setting` ('auto' | 'true' | 'false') asks for them;
-    returns whether they were applied. A C library other than glibc is left alone."""
+    """Applies the malloc settings above when `setting` (one of CHOICES, any case) asks for them;
+    returns whether they were applied. A C library other than glibc is left alone.
+
+    `config.keep_host_memory` comes here as `config_lib.validate` checked it; this check is for
+    the other callers (the benchmarks' environment variable)."""
     setting = str(setting).lower()
     if setting not in CHOICES:
-        raise UserError(f"config.keep_host_memory={setting!r}; expected one of {CHOICES}.")
+        raise ValueError(f"keep_host_memory={setting!r}; expected one of {CHOICES}.")
     if setting == "false" or (setting == "auto" and not jax_will_use_cpu()):
         return False
     libc = _glibc()

@@ -71,12 +71,47 @@ def replicated(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
 
 def check_divisible(global_batch_size: int, mesh: jax.sharding.Mesh, what: str) -> None:
     """Raises (naming the config key `what`) unless the global batch splits evenly over the mesh."""
+    problem = _indivisible(global_batch_size, mesh, what)
+    if problem:
+        raise errors.UserError(problem)
+
+
+def check_train_batch(input_config, mesh: jax.sharding.Mesh) -> None:
+    """Raises, naming the config key, unless P identities x K clips (`config.input`) can be the
+    global training batch on `mesh` (`train_batch_problem`)."""
+    problem = train_batch_problem(input_config.num_ids_per_batch, input_config.num_instances, mesh)
+    if problem:
+        raise errors.UserError(problem)
+
+
+def train_batch_problem(num_ids: int, num_instances: int, mesh: jax.sharding.Mesh) -> str | None:
+    """Why P = `num_ids` identities x K = `num_instances` clips cannot be the global training batch
+    on `mesh`, or None if they can: the P x K clips split evenly over the devices, and the P
+    identities over the processes (each contributes P / processes of them, `data.sampling`).
+
+    The one statement of these rules: training and preflight check the configured batch with it
+    (`check_train_batch`), and preflight its smaller candidates."""
+    problem = _indivisible(
+        num_ids * num_instances, mesh, "config.input.num_ids_per_batch * num_instances"
+    )
+    if problem:
+        return problem
+    if num_ids % jax.process_count():
+        return (
+            f"config.input.num_ids_per_batch={num_ids} is not divisible by the "
+            f"{jax.process_count()} processes; each process contributes P / processes identities."
+        )
+    return None
+
+
+def _indivisible(global_batch_size: int, mesh: jax.sharding.Mesh, what: str) -> str | None:
     num_devices = mesh.devices.size
     if global_batch_size % num_devices:
-        raise errors.UserError(
+        return (
             f"{what}={global_batch_size} is not divisible by the {num_devices} devices of the "
             "mesh; choose a multiple of the device count."
         )
+    return None
 
 
 def host_to_global(batch, mesh: jax.sharding.Mesh):

@@ -28,7 +28,6 @@ from vreid_jax.data import pixels
 _ERASE_AREA = (0.02, 0.4)
 _ERASE_MIN_ASPECT = 0.3
 _ERASE_ATTEMPTS = 10
-RESIZE_METHODS = ("bicubic", "bilinear")
 
 
 def decode_frame(encoded: tf.Tensor, height: int, width: int, resize: str = "bicubic") -> tf.Tensor:

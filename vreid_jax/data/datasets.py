@@ -20,13 +20,12 @@ from collections.abc import Callable
 import numpy as np
 from absl import logging
 
-from data_prep.names import GALLERY_WITHOUT_QUERIES, MULTI_SPLIT, NAMES
+from data_prep.names import GALLERY_WITHOUT_QUERIES, MULTI_SPLIT
 from vreid_jax import logging_utils
 from vreid_jax.data import tracklets
 from vreid_jax.data.tracklets import TrackletIndex
 from vreid_jax.errors import UserError
 
-MARS_GALLERIES = ("official", "torchreid")
 # How long other processes wait for process 0 to build a synthetic dataset.
 _BUILD_WAIT_SECONDS = 3600.0
 
@@ -47,7 +46,7 @@ class ReidData:
       name: dataset name.
       protocol: e.g. 'mars-official', 'mars-torchreid', 'dukev', 'ilidsvid-split3'.
       gallery_choice: for datasets whose stored gallery excludes the queries (MARS, LS-VID), the
-        `config.eval.mars_gallery` in use: 'official' (`gallery` = query + stored gallery) or
+        `config.eval.gallery` in use: 'official' (`gallery` = query + stored gallery) or
         'torchreid' (the stored gallery alone); None for the others.
       stored_gallery: the gallery as stored (for MARS/LS-VID, without the queries; junk dropped).
       label_counts: training tracklets per label over all processes, from the build's metadata.
@@ -102,7 +101,7 @@ class ReidData:
 def load(
     data_config,
     *,
-    mars_gallery: str = "official",
+    gallery: str = "official",
     seed: int = 0,
     process_index: int = 0,
     process_count: int = 1,
@@ -111,11 +110,11 @@ def load(
     """Loads `config.data` for this process.
 
     Args:
-      data_config: `config.data`.
-      mars_gallery: `config.eval.mars_gallery`, for MARS and LS-VID (whose stored gallery excludes
-        the queries): 'official' = query + gallery (MARS-evaluation, AP3D: 11,310 MARS tracklets),
-        'torchreid' = gallery alone (9,330). Junk tracklets (pid -1) are dropped from both; the
-        ranking ignores them anyway.
+      data_config: `config.data`, as `config_lib.validate` checked it.
+      gallery: `config.eval.gallery` (`choices.GALLERIES`), for MARS and LS-VID, whose stored
+        gallery excludes the queries: 'official' = query + gallery (MARS-evaluation, AP3D: 11,310
+        MARS tracklets), 'torchreid' = gallery alone (9,330). Junk tracklets (pid -1) are dropped
+        from both; the ranking ignores them anyway.
       seed: seed of the synthetic dataset, if one is generated.
       process_index: this process.
       process_count: number of processes.
@@ -123,15 +122,9 @@ def load(
         `num_classes` and `label_counts` come from the build's metadata either way).
 
     Raises:
-      UserError: unknown name or gallery, an empty split, a missing non-synthetic dataset.
+      UserError: an empty split, a missing non-synthetic dataset.
     """
     name = data_config.name
-    if name not in NAMES:
-        raise UserError(f"config.data.name={name!r}; expected one of {NAMES}.")
-    if mars_gallery not in MARS_GALLERIES:
-        raise UserError(
-            f"config.eval.mars_gallery={mars_gallery!r}; expected one of {MARS_GALLERIES}."
-        )
     data_dir = ensure_built(data_config, seed=seed, process_index=process_index)
     from data_prep import reader  # noqa: PLC0415  (TFDS only when data is actually read)
 
@@ -186,23 +179,23 @@ def load(
         return tracklets.streamed(columns, opener, f"{name}/{split_name}")
 
     query = streamed("query")
-    gallery = stored_gallery = streamed("gallery")
+    gallery_index = stored_gallery = streamed("gallery")
     protocol = name
     if name in GALLERY_WITHOUT_QUERIES:
-        protocol = f"{name}-{mars_gallery}"
-        if mars_gallery == "official":
-            gallery = TrackletIndex.concatenate(query, stored_gallery)
+        protocol = f"{name}-{gallery}"
+        if gallery == "official":
+            gallery_index = TrackletIndex.concatenate(query, stored_gallery)
     elif name in MULTI_SPLIT:
         protocol = f"{name}-split{split_index}"
     data = ReidData(
         train=None,
         query=query,
-        gallery=gallery,
+        gallery=gallery_index,
         num_classes=len(label_counts),
         num_train_tracklets=int(np.sum(label_counts)),
         name=name,
         protocol=protocol,
-        gallery_choice=mars_gallery if name in GALLERY_WITHOUT_QUERIES else None,
+        gallery_choice=gallery if name in GALLERY_WITHOUT_QUERIES else None,
         stored_gallery=stored_gallery,
         label_counts=label_counts,
         _read_train=read_train,

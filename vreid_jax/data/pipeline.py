@@ -8,6 +8,9 @@ global arrays sharded over the ('data',) mesh.
 Pixels leave the pipeline as uint8, not normalised: the compiled train and eval steps normalise them
 on the device (`vreid_jax.data.pixels.normalize`). Normalising on the host was the pipeline's second
 largest cost after JPEG decoding and made every batch four times the bytes to copy.
+
+`config.input` is taken as `config_lib.validate` checked it; what needs the data (the frame size
+against the stored frames, P against the identities) is checked here.
 """
 
 from __future__ import annotations
@@ -77,7 +80,6 @@ def train_batches(
             len(label_counts),
             num_ids,
         )
-    _check_train_config(cfg)
     check_frame_size(index, cfg, "training")
     sampler = sampling.PKSampler(
         index.labels,
@@ -288,12 +290,8 @@ def eval_frame_batches(
 def check_frame_size(
     index: TrackletIndex, input_config, what: str, any_frame_size: bool = False
 ) -> None:
-    """Errors if the split is empty, the configured frame size exceeds the stored frames (unless
-    `any_frame_size`), or the resize method is unknown."""
-    if input_config.resize not in augment.RESIZE_METHODS:
-        raise UserError(
-            f"config.input.resize={input_config.resize!r}; expected one of {augment.RESIZE_METHODS}."
-        )
+    """Errors if the split is empty or the configured frame size exceeds the stored frames (unless
+    `any_frame_size`)."""
     if len(index) == 0:
         raise UserError(
             f"The {what} split is empty: check config.data.name and config.data.data_dir."
@@ -311,25 +309,6 @@ def check_frame_size(
                 f"{height}x{width} (height x width); lower config.input.{key} or rebuild the dataset "
                 "with a larger `--resize` in `python -m data_prep.build`."
             )
-
-
-def _check_train_config(cfg) -> None:
-    if cfg.clip_len <= 0:
-        raise UserError(f"config.input.clip_len={cfg.clip_len} must be positive.")
-    if cfg.train_sampler == "restricted_window" and cfg.window < cfg.clip_len:
-        raise UserError(
-            f"config.input.window={cfg.window} is shorter than config.input.clip_len={cfg.clip_len}."
-        )
-    if cfg.train_sampler not in sampling.TEMPORAL_SAMPLERS:
-        raise UserError(
-            f"config.input.train_sampler={cfg.train_sampler!r}; expected one of "
-            f"{sampling.TEMPORAL_SAMPLERS}."
-        )
-    if cfg.pad < 0 or not 0.0 <= cfg.random_erasing <= 1.0:
-        raise UserError(
-            f"config.input.pad={cfg.pad} must be >= 0 and config.input.random_erasing="
-            f"{cfg.random_erasing} a probability."
-        )
 
 
 def _from_batches(batches, signature) -> tf.data.Dataset:

@@ -56,7 +56,7 @@ def preview(config, out: str, *, num_clips: int = 8, step: int = 0) -> str:
     """Logs and returns the dataset summary; writes the contact sheet of step `step` to `out`."""
     from vreid_jax.data import datasets, pipeline  # noqa: PLC0415  (TensorFlow after quieting it)
 
-    data = datasets.load(config.data, mars_gallery=config.eval.mars_gallery, seed=config.seed)
+    data = datasets.load(config.data, gallery=config.eval.gallery, seed=config.seed)
     text = data.log_summary()
     clip_len = config.input.clip_len
     for split, index in (("query", data.query), ("gallery", data.gallery)):

@@ -10,6 +10,9 @@ lane j fills slot j of every batch. Process p of n (n divides P) owns the lanes 
 frames of its own identity slice only, and the union of the processes' local batches is the
 single-process batch, clip for clip. The price: two identities of the same lane never meet in one
 batch (about 1/P of all pairs); every other pair does.
+
+The epoch kind and the temporal sampler are named by the config (`choices.EPOCHS`,
+`choices.TEMPORAL_SAMPLERS`), whose values `config_lib.validate` checked before any data was read.
 """
 
 from __future__ import annotations
@@ -22,8 +25,6 @@ from vreid_jax.errors import UserError
 
 # Purposes, mixed into every seed so that the streams are independent.
 _IDENTITIES, _TRACKLETS, _FRAMES, _AUGMENT = range(4)
-
-EPOCHS = ("identity", "tracklet")
 
 
 def rng(*key: int) -> np.random.Generator:
@@ -49,11 +50,8 @@ def steps_per_epoch(
     num_classes = len(label_counts)
     if epoch == "identity":
         return math.ceil(num_classes / num_ids_per_batch)
-    if epoch == "tracklet":
-        return max(
-            1, int(_groups_per_label(label_counts, num_instances).sum()) // num_ids_per_batch
-        )
-    raise UserError(f"config.input.epoch={epoch!r}; expected one of {EPOCHS}.")
+    groups = int(_groups_per_label(label_counts, num_instances).sum())  # epoch == 'tracklet'
+    return max(1, groups // num_ids_per_batch)
 
 
 def _groups_per_label(label_counts: np.ndarray, num_instances: int) -> np.ndarray:
@@ -92,18 +90,14 @@ class PKSampler:
           epoch: 'identity' or 'tracklet' (see `steps_per_epoch`).
           seed: the run's seed (non-negative).
           process_index: this process.
-          process_count: processes sharing the global batch; must divide P.
+          process_count: processes sharing the global batch; divides P
+            (`parallel.check_train_batch`).
         """
         num_classes = len(label_counts)
         if num_ids_per_batch > num_classes:
             raise UserError(
                 f"config.input.num_ids_per_batch={num_ids_per_batch} exceeds the {num_classes} "
                 "training identities of the dataset."
-            )
-        if num_ids_per_batch % process_count:
-            raise UserError(
-                f"config.input.num_ids_per_batch={num_ids_per_batch} is not divisible by the "
-                f"{process_count} processes; each process contributes P / processes identities."
             )
         self.P, self.K, self.epoch, self.seed = num_ids_per_batch, num_instances, epoch, seed
         self.label_counts = np.asarray(label_counts)
@@ -235,9 +229,6 @@ def evenly(length: int, clip_len: int, generator: np.random.Generator | None = N
     return np.arange(clip_len) * (length // clip_len)
 
 
-TEMPORAL_SAMPLERS = ("restricted_window", "restricted", "consecutive", "evenly")
-
-
 def sample_frames(
     name: str, length: int, clip_len: int, generator: np.random.Generator, *, window: int
 ) -> np.ndarray:
@@ -248,9 +239,7 @@ def sample_frames(
         return restricted(length, clip_len, generator)
     if name == "consecutive":
         return consecutive(length, clip_len, generator)
-    if name == "evenly":
-        return evenly(length, clip_len)
-    raise UserError(f"config.input.train_sampler={name!r}; expected one of {TEMPORAL_SAMPLERS}.")
+    return evenly(length, clip_len)  # 'evenly'
 
 
 # ----------------------------------------------------------------------------- evaluation chunks

@@ -27,7 +27,6 @@ from jax.experimental import multihost_utils
 
 from vreid_jax import parallel
 from vreid_jax.data import pipeline, pixels
-from vreid_jax.errors import UserError
 from vreid_jax.models import registry
 
 # ----------------------------------------------------------------------------- compiled functions
@@ -60,7 +59,6 @@ class ClipAverage:
         self.config, self.mesh = config, mesh
         self._clips = _jit(functools.partial(clip_features, model), mesh, num_batched=1)
         self._batch = _process_batch(config.eval.batch_size, mesh, "config.eval.batch_size")
-        _check_aggregate(config.eval.aggregate)
 
     def lowered(self, variables) -> dict:
         """`{name: jax.stages.Lowered}`: the compiled function of an evaluation, lowered at its
@@ -293,20 +291,11 @@ def _run_batches(
         collect_oldest()
 
 
-AGGREGATES = ("mean", "max")
-
-
-def _check_aggregate(how: str) -> None:
-    if how not in AGGREGATES:
-        raise UserError(f"config.eval.aggregate={how!r}; expected one of {AGGREGATES}.")
-
-
 class _Pooled:
     """The mean or max (`config.eval.aggregate`) of clip features per tracklet, folded in batch by
     batch: what is held is one running row per tracklet."""
 
     def __init__(self, num_tracklets: int, how: str):
-        _check_aggregate(how)
         self.num_tracklets, self.how = num_tracklets, how
         self.pooled = None
         self.counts = np.zeros(num_tracklets, np.int64)

@@ -18,11 +18,11 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import sparse
 
-DISTANCES = ("euclidean", "cosine")
+from vreid_jax.evaluation.choices import AP_MODES, DISTANCES
+
 # The CMC ranks every report shows, and the metrics a results record carries.
 RANKS = (1, 5, 10, 20)
 SUMMARY_KEYS = ("mAP", "mINP", *(f"rank{r}" for r in RANKS))
-AP_MODES = ("standard", "trapezoid")
 # evaluate_rank processes this many distance-matrix entries per chunk of queries (bounds memory to
 # roughly 15 bytes per entry: about 60 MB per chunk, whatever the dataset size).
 _CHUNK_ENTRIES = 1 << 22

@@ -10,11 +10,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from vreid_jax.errors import UserError
 from vreid_jax.models.batch_norm import BatchNorm
 from vreid_jax.models.cpu_ops import max_pool, pointwise_conv
-
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 # torchvision's ResNet convs and the re-ID heads' Dense layers: kaiming normal, fan_out, gain sqrt(2).
 # PyTorch's kaiming_normal_ is an untruncated normal, hence 'normal' rather than 'truncated_normal'.
@@ -35,10 +32,8 @@ def torch_default_bias(fan_in: int):
 
 
 def compute_dtype(name: str) -> jnp.dtype:
-    """Maps the `config.model.dtype` string to a jnp dtype."""
-    if name not in _DTYPES:
-        raise UserError(f"config.model.dtype={name!r}; expected one of {sorted(_DTYPES)}.")
-    return _DTYPES[name]
+    """The jnp dtype named by `config.model.dtype` (`registry.DTYPES`)."""
+    return jnp.dtype(name)
 
 
 def batch_norm(train: bool, dtype, name: str, scale_init=nn.initializers.ones) -> BatchNorm:
@@ -56,11 +51,6 @@ def batch_norm(train: bool, dtype, name: str, scale_init=nn.initializers.ones) -
         scale_init=scale_init,
         name=name,
     )
-
-
-# `config.model.fast_cpu_ops` and `config.model.max_pool_ties` (see configs/default.py).
-FAST_CPU_OPS = ("auto", "true", "false")
-POOL_TIES = ("first", "split")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,17 +108,10 @@ class Ops:
 
 
 def ops_for(fast_cpu_ops: str = "auto", max_pool_ties: str = "first") -> Ops:
-    """The `Ops` that `config.model.fast_cpu_ops` / `max_pool_ties` ask for on this platform; 'auto'
-    turns the CPU rewrites on where JAX's default backend is the CPU."""
+    """The `Ops` that `config.model.fast_cpu_ops` / `max_pool_ties` ask for on this platform
+    (`registry.FAST_CPU_OPS`, any case / `registry.POOL_TIES`); 'auto' turns the CPU rewrites on
+    where JAX's default backend is the CPU."""
     fast_cpu_ops = str(fast_cpu_ops).lower()
-    if fast_cpu_ops not in FAST_CPU_OPS:
-        raise UserError(
-            f"config.model.fast_cpu_ops={fast_cpu_ops!r}; expected one of {FAST_CPU_OPS}."
-        )
-    if max_pool_ties not in POOL_TIES:
-        raise UserError(
-            f"config.model.max_pool_ties={max_pool_ties!r}; expected one of {POOL_TIES}."
-        )
     if fast_cpu_ops == "auto":
         return Ops(fast_cpu=jax.default_backend() == "cpu", pool_ties=max_pool_ties)
     return Ops(fast_cpu=fast_cpu_ops == "true", pool_ties=max_pool_ties)

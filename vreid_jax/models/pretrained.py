@@ -27,7 +27,7 @@ import numpy as np
 from flax import traverse_util
 
 from vreid_jax.errors import UserError
-from vreid_jax.models import resnet
+from vreid_jax.models import registry, resnet
 
 
 class PretrainedWeightsError(UserError):
@@ -56,8 +56,8 @@ class Architecture:
 
     def __str__(self) -> str:
         text = f"{self.block} ResNet with stages {self.stage_sizes} and width {self.width}"
-        for depth, sizes in resnet.STAGE_SIZES.items():
-            if (sizes, resnet.block_for(depth), 64) == (self.stage_sizes, self.block, self.width):
+        for depth, sizes in registry.STAGE_SIZES.items():
+            if (sizes, registry.block_for(depth), 64) == (self.stage_sizes, self.block, self.width):
                 return f"{text} (torchvision resnet{depth})"
         return text
 
@@ -65,8 +65,8 @@ class Architecture:
 def configured_architecture(model_config) -> Architecture:
     """The backbone `config.model` builds (depth, stage_sizes, width)."""
     return Architecture(
-        block=resnet.block_for(model_config.depth),
-        stage_sizes=resnet.stage_sizes_for(model_config.depth, model_config.stage_sizes),
+        block=registry.block_for(model_config.depth),
+        stage_sizes=registry.stage_sizes_for(model_config.depth, model_config.stage_sizes),
         width=model_config.width,
     )
 

@@ -1,28 +1,157 @@
-"""Builds the configured model from `config.model`; every key is validated with a clear message."""
+"""The models by name and `config.model`: the values its keys accept, its one check, the module
+it builds.
+
+Cheap to import (no jax, no flax: a model's modules load when it is built), so that
+`config_lib.validate` checks `config.model` with the rest of the config before any work;
+`build_model` then takes the config as checked.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import ml_collections
 from absl import logging
-from flax import linen as nn
 
 from vreid_jax.errors import UserError
-from vreid_jax.models import gltr, layers, nl3d, resnet, temporal
+
+if TYPE_CHECKING:
+    from flax import linen as nn
+
+    from vreid_jax.models import layers, resnet
+
+# torchvision's ResNet depths (`config.model.depth`) and their blocks per stage res2..res5; 18 and
+# 34 have basic blocks, the others bottlenecks (`block_for`).
+STAGE_SIZES = {
+    18: (2, 2, 2, 2),
+    34: (3, 4, 6, 3),
+    50: (3, 4, 6, 3),
+    101: (3, 4, 23, 3),
+    152: (3, 8, 36, 3),
+}
+# `config.model.last_stride`: 1 keeps a 16x8 map at 256x128 (AP3D, GLTR), 2 is torchvision's.
+LAST_STRIDES = (1, 2)
+# `config.model.dtype`: the compute dtype (parameters, BN statistics and losses stay float32).
+DTYPES = ("float32", "bfloat16")
+# `config.model.fast_cpu_ops` (any case): the CPU rewrites where JAX runs on the CPU, or forced on
+# or off (`layers.ops_for`).
+FAST_CPU_OPS = ("auto", "true", "false")
+# `config.model.max_pool_ties`: PyTorch's rule (the first maximum gets the gradient) or JAX's (shared).
+POOL_TIES = ("first", "split")
+# NL3D's temporal convs: `config.model.temporal_padding` and `temporal_init` (`models.temporal`).
+TEMPORAL_PADDINGS = ("zeros", "edge")
+TEMPORAL_INITS = ("inflate", "center")
+# config.model keys that choose how the model computes, not what it is: no parameter depends on them.
+HOW_TO_COMPUTE = ("fast_cpu_ops", "max_pool_ties")
+_NUM_STAGES = 4  # res2..res5
+
+
+# ------------------------------------------------------------------------------- the one check
+
+
+def check_config(model_config: ml_collections.ConfigDict) -> None:
+    """Raises UserError naming the first key of `config.model` whose value cannot be built.
+
+    The one check of `config.model` (`config_lib.validate` runs it with the rest of the config);
+    everything below takes the config as checked.
+    """
+    m = model_config
+    _check_choice("name", m.name, tuple(MODELS))
+    if m.depth not in STAGE_SIZES:
+        raise UserError(
+            f"config.model.depth={m.depth!r}: torchvision ResNets exist for depths "
+            f"{sorted(STAGE_SIZES)} (18 and 34 with basic blocks, the others with bottlenecks); "
+            "set config.model.stage_sizes for a custom number of blocks."
+        )
+    sizes = tuple(m.stage_sizes)
+    if sizes and (len(sizes) != _NUM_STAGES or not all(_is_int(n) and n >= 1 for n in sizes)):
+        raise UserError(
+            f"config.model.stage_sizes={m.stage_sizes!r}: expected 4 positive block counts "
+            "(res2..res5), or () for the standard layout of config.model.depth."
+        )
+    for key in ("width", "bottleneck_dim", "gltr_frame_dim"):
+        if not _is_int(m[key]) or m[key] < 1:
+            raise UserError(f"config.model.{key}={m[key]!r} must be a positive int.")
+    if not 0.0 <= m.dropout < 1.0:
+        raise UserError(f"config.model.dropout={m.dropout!r} must be in [0, 1).")
+    _check_choice("last_stride", m.last_stride, LAST_STRIDES)
+    _check_choice("dtype", m.dtype, DTYPES)
+    _check_choice("fast_cpu_ops", str(m.fast_cpu_ops).lower(), FAST_CPU_OPS)
+    _check_choice("max_pool_ties", m.max_pool_ties, POOL_TIES)
+    kernel = m.temporal_kernel
+    if not _is_int(kernel) or kernel < 1 or kernel % 2 == 0:
+        raise UserError(f"config.model.temporal_kernel={kernel!r} must be a positive odd int.")
+    _check_choice("temporal_padding", m.temporal_padding, TEMPORAL_PADDINGS)
+    _check_choice("temporal_init", m.temporal_init, TEMPORAL_INITS)
+    stages = tuple(m.temporal_stages)
+    if any(s not in range(_NUM_STAGES) for s in stages):
+        raise UserError(
+            f"config.model.temporal_stages={stages!r}: expected stage indices 0 (res2) to 3 (res5)."
+        )
+    _check_block_positions("temporal_blocks", m.temporal_blocks)
+    _check_block_positions("nonlocal_blocks", m.nonlocal_blocks)
+    dilations = tuple(m.gltr_dilations)
+    if (
+        not dilations
+        or len(set(dilations)) != len(dilations)
+        or not all(_is_int(r) and r >= 1 for r in dilations)
+    ):
+        raise UserError(
+            f"config.model.gltr_dilations={dilations!r}: expected distinct positive ints, e.g. "
+            "(1, 2, 3) (official code) or (1, 2, 4) (paper)."
+        )
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_choice(key: str, value, choices) -> None:
+    if value not in choices:
+        raise UserError(f"config.model.{key}={value!r}; expected one of {tuple(choices)}.")
+
+
+def _check_block_positions(key: str, value) -> None:
+    """Per-stage 0-based block positions: one tuple of non-negative ints per stage res2..res5."""
+    value = tuple(tuple(v) for v in value)
+    if len(value) != _NUM_STAGES:
+        raise UserError(
+            f"config.model.{key}={value!r}: expected {_NUM_STAGES} tuples, one per stage "
+            "(res2..res5)."
+        )
+    for stage, positions in enumerate(value):
+        if not all(_is_int(p) and p >= 0 for p in positions):
+            raise UserError(
+                f"config.model.{key}: stage res{stage + 2} has {positions!r}; expected "
+                "non-negative 0-based block indices."
+            )
+
+
+# ------------------------------------------------------------------------------- building
+
+
+def block_for(depth: int) -> str:
+    """The block type of a torchvision ResNet of `depth`: 'basic' below 50, else 'bottleneck'."""
+    return "basic" if depth < 50 else "bottleneck"
+
+
+def stage_sizes_for(depth: int, stage_sizes: Sequence[int] = ()) -> tuple[int, ...]:
+    """`stage_sizes` if given, else the standard layout of `depth`."""
+    return tuple(stage_sizes) or STAGE_SIZES[depth]
 
 
 def resolve_blocks(
     key: str, value: Sequence[Sequence[int]], stage_sizes: Sequence[int], empty_means_all: bool
 ) -> tuple[tuple[int, ...], ...]:
-    """Validates per-stage 0-based block positions `config.model.<key>` against `stage_sizes`.
+    """Per-stage 0-based block positions `config.model.<key>` placed in stages of `stage_sizes`.
 
     Positions past the end of a stage are clipped to its last block (with a warning), so that the
-    standard positions still place blocks in a shallow test network. Malformed values raise.
+    standard positions still place blocks in a shallow test network.
 
     Args:
-      key: the config key, for messages.
+      key: the config key, for the warning.
       value: one tuple of block indices per stage res2..res5.
       stage_sizes: blocks per stage.
       empty_means_all: an empty tuple selects every block of the stage (else none).
@@ -30,19 +159,9 @@ def resolve_blocks(
     Returns:
       One sorted tuple of distinct positions per stage.
     """
-    value = tuple(tuple(v) for v in value)
-    if len(value) != len(stage_sizes):
-        raise UserError(
-            f"config.model.{key}={value!r}: expected {len(stage_sizes)} tuples, one per stage "
-            "(res2..res5)."
-        )
     resolved = []
     for stage, (positions, size) in enumerate(zip(value, stage_sizes, strict=True)):
-        if any(isinstance(p, bool) or not isinstance(p, int) or p < 0 for p in positions):
-            raise UserError(
-                f"config.model.{key}: stage res{stage + 2} has {positions!r}; expected "
-                "non-negative 0-based block indices."
-            )
+        positions = tuple(positions)
         if not positions and empty_means_all:
             resolved.append(tuple(range(size)))
             continue
@@ -60,33 +179,18 @@ def resolve_blocks(
     return tuple(resolved)
 
 
-def _check_choice(key: str, value, choices) -> None:
-    if value not in choices:
-        raise UserError(f"config.model.{key}={value!r}; expected one of {tuple(choices)}.")
-
-
 def build_backbone(model_config: ml_collections.ConfigDict, *, video: bool) -> resnet.ResNet:
     """The ResNet trunk; `video=True` adds NL3D's temporal convs and non-local blocks."""
-    sizes = resnet.stage_sizes_for(model_config.depth, model_config.stage_sizes)
-    if model_config.width < 1:
-        raise UserError(f"config.model.width={model_config.width} must be positive.")
-    _check_choice("last_stride", model_config.last_stride, (1, 2))
+    from vreid_jax.models import layers, resnet  # noqa: PLC0415  (flax: when a model is built)
+
+    sizes = stage_sizes_for(model_config.depth, model_config.stage_sizes)
     kwargs = {}
     if video:
-        kernel = model_config.temporal_kernel
-        if not isinstance(kernel, int) or kernel < 1 or kernel % 2 == 0:
-            raise UserError(f"config.model.temporal_kernel={kernel!r} must be a positive odd int.")
-        _check_choice("temporal_padding", model_config.temporal_padding, temporal.PADDINGS)
-        _check_choice("temporal_init", model_config.temporal_init, temporal.INITS)
         stages = tuple(model_config.temporal_stages)
-        if any(s not in range(len(sizes)) for s in stages):
-            raise UserError(
-                f"config.model.temporal_stages={stages!r}: expected stage indices 0 (res2) to 3 (res5)."
-            )
         blocks = resolve_blocks("temporal_blocks", model_config.temporal_blocks, sizes, True)
         kwargs = dict(
             temporal_blocks=tuple(b if s in stages else () for s, b in enumerate(blocks)),
-            temporal_kernel=kernel,
+            temporal_kernel=model_config.temporal_kernel,
             temporal_padding=model_config.temporal_padding,
             temporal_init=model_config.temporal_init,
             nonlocal_blocks=resolve_blocks(
@@ -96,7 +200,7 @@ def build_backbone(model_config: ml_collections.ConfigDict, *, video: bool) -> r
         )
     return resnet.ResNet(
         stage_sizes=sizes,
-        block=resnet.block_for(model_config.depth),
+        block=block_for(model_config.depth),
         width=model_config.width,
         last_stride=model_config.last_stride,
         dtype=layers.compute_dtype(model_config.dtype),
@@ -105,19 +209,17 @@ def build_backbone(model_config: ml_collections.ConfigDict, *, video: bool) -> r
     )
 
 
-# config.model keys that choose how the model computes, not what it is: no parameter depends on them.
-HOW_TO_COMPUTE = ("fast_cpu_ops", "max_pool_ties")
-
-
 def ops_for(model_config: ml_collections.ConfigDict) -> layers.Ops:
     """How this platform computes convs and max-pools (`config.model.fast_cpu_ops`,
-    `max_pool_ties`); configs recorded before these keys existed get the defaults."""
-    return layers.ops_for(
-        model_config.get("fast_cpu_ops", "auto"), model_config.get("max_pool_ties", "first")
-    )
+    `max_pool_ties`)."""
+    from vreid_jax.models import layers  # noqa: PLC0415  (jax: when a model is built)
+
+    return layers.ops_for(model_config.fast_cpu_ops, model_config.max_pool_ties)
 
 
 def _build_nl3d(model_config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
+    from vreid_jax.models import nl3d  # noqa: PLC0415  (flax: when a model is built)
+
     return nl3d.NL3D(
         backbone=build_backbone(model_config, video=True),
         num_classes=num_classes,
@@ -127,21 +229,13 @@ def _build_nl3d(model_config: ml_collections.ConfigDict, num_classes: int) -> nn
 
 
 def _build_gltr(model_config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
-    dilations = tuple(model_config.gltr_dilations)
-    if (
-        not dilations
-        or len(set(dilations)) != len(dilations)
-        or any(not isinstance(r, int) or r < 1 for r in dilations)
-    ):
-        raise UserError(
-            f"config.model.gltr_dilations={dilations!r}: expected distinct positive ints, e.g. "
-            "(1, 2, 3) (official code) or (1, 2, 4) (paper)."
-        )
+    from vreid_jax.models import gltr  # noqa: PLC0415  (flax: when a model is built)
+
     return gltr.GLTR(
         backbone=build_backbone(model_config, video=False),
         num_classes=num_classes,
         frame_dim=model_config.gltr_frame_dim,
-        dilations=dilations,
+        dilations=tuple(model_config.gltr_dilations),
         dropout=model_config.dropout,
     )
 
@@ -177,9 +271,7 @@ MODELS: dict[str, ModelSpec] = {
 
 
 def spec(name: str) -> ModelSpec:
-    """The registry entry of model `name` (`config.model.name`)."""
-    if name not in MODELS:
-        raise UserError(f"config.model.name={name!r}; expected one of {sorted(MODELS)}.")
+    """The registry entry of model `name` (`config.model.name`, which `check_config` checked)."""
     return MODELS[name]
 
 

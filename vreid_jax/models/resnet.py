@@ -20,43 +20,11 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 from flax import linen as nn
 
-from vreid_jax.errors import UserError
 from vreid_jax.models import layers, non_local, temporal
 
-# torchvision's depths: blocks per stage res2..res5 and the block type.
-STAGE_SIZES = {
-    18: (2, 2, 2, 2),
-    34: (3, 4, 6, 3),
-    50: (3, 4, 6, 3),
-    101: (3, 4, 23, 3),
-    152: (3, 8, 36, 3),
-}
-# Output channels of a block = this x its inner width.
+# Output channels of a block = this x its inner width. The depths and their layouts are
+# `registry.STAGE_SIZES`.
 EXPANSION = {"basic": 1, "bottleneck": 4}
-
-
-def block_for(depth: int) -> str:
-    """The block type of a torchvision ResNet of `depth`: 'basic' below 50, else 'bottleneck'."""
-    if depth not in STAGE_SIZES:
-        raise UserError(
-            f"config.model.depth={depth}: torchvision ResNets exist for depths {sorted(STAGE_SIZES)} "
-            "(18 and 34 with basic blocks, the others with bottlenecks); set "
-            "config.model.stage_sizes for a custom number of blocks."
-        )
-    return "basic" if depth < 50 else "bottleneck"
-
-
-def stage_sizes_for(depth: int, stage_sizes: Sequence[int] = ()) -> tuple[int, ...]:
-    """`stage_sizes` if given, else the standard layout of `depth`; validated."""
-    block_for(depth)  # Validates the depth, which also names the block type.
-    if not stage_sizes:
-        return STAGE_SIZES[depth]
-    sizes = tuple(stage_sizes)
-    if len(sizes) != 4 or any(not isinstance(n, int) or n < 1 for n in sizes):
-        raise UserError(
-            f"config.model.stage_sizes={stage_sizes!r}: expected 4 positive block counts (res2..res5)."
-        )
-    return sizes
 
 
 class _Block(nn.Module):

@@ -3,18 +3,14 @@
 Initialisation: 'inflate' puts identity/t on every tap, so spatial 2D kernel
 followed by this conv equals the I3D inflation of the 2D kernel (replicated over t taps, divided by
 t); 'center' puts the identity on the middle tap only, so the pair equals the 2D kernel applied frame
-by frame.
+by frame. The paddings and inits are `registry.TEMPORAL_PADDINGS` and `registry.TEMPORAL_INITS`.
 """
 
 from __future__ import annotations
 
 import jax.numpy as jnp
 
-from vreid_jax.errors import UserError
 from vreid_jax.models import layers
-
-PADDINGS = ("zeros", "edge")
-INITS = ("inflate", "center")
 
 
 def identity_taps(kernel_size: int, channels: int, mode: str) -> jnp.ndarray:
@@ -22,10 +18,8 @@ def identity_taps(kernel_size: int, channels: int, mode: str) -> jnp.ndarray:
     eye = jnp.eye(channels, dtype=jnp.float32)
     if mode == "inflate":
         taps = jnp.full((kernel_size,), 1.0 / kernel_size, jnp.float32)
-    elif mode == "center":
+    else:  # 'center'
         taps = jnp.zeros((kernel_size,), jnp.float32).at[kernel_size // 2].set(1.0)
-    else:
-        raise UserError(f"config.model.temporal_init={mode!r}; expected one of {INITS}.")
     return (taps[:, None, None] * eye)[:, None, None]
 
 
@@ -45,8 +39,6 @@ def temporal_conv(
     'zeros' pads like I3D (border frames see (t-1)/t of a constant signal at 'inflate' init); 'edge'
     replicates the border frames, so a temporally constant clip stays exact everywhere.
     """
-    if padding not in PADDINGS:
-        raise UserError(f"config.model.temporal_padding={padding!r}; expected one of {PADDINGS}.")
     half = kernel_size // 2
     if padding == "edge":
         x = jnp.pad(x, ((0, 0), (half, half), (0, 0), (0, 0), (0, 0)), mode="edge")

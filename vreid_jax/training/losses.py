@@ -10,8 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from vreid_jax.errors import UserError
-from vreid_jax.evaluation.metrics import DISTANCES
+from vreid_jax.evaluation.choices import DISTANCES
 
 # torchreid clamps squared Euclidean distances at this value before the square root; we follow it.
 # It keeps the square root's gradient finite (at most 1 / (2 * 1e-6)) at zero distance, and the
@@ -130,11 +129,6 @@ def total_loss(features, logits, labels, loss_config, mask=None):
     Returns:
       (loss, {'ce': ce, 'triplet': triplet}), all float32 scalars, the components unweighted.
     """
-    if loss_config.triplet_distance not in DISTANCES:
-        raise UserError(
-            f"config.loss.triplet_distance={loss_config.triplet_distance!r}; expected one of "
-            f"{DISTANCES}."
-        )
     ce = cross_entropy_label_smooth(logits, labels, loss_config.label_smoothing, mask)
     triplet = batch_hard_triplet(
         features, labels, loss_config.triplet_margin, loss_config.triplet_distance, mask

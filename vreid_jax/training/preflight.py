@@ -62,14 +62,7 @@ def run(config, workdir: str) -> dict:
     start = time.perf_counter()
     mesh = parallel.make_mesh()
     num_ids, num_instances = config.input.num_ids_per_batch, config.input.num_instances
-    parallel.check_divisible(
-        num_ids * num_instances, mesh, "config.input.num_ids_per_batch * num_instances"
-    )
-    if num_ids % jax.process_count():
-        raise UserError(
-            f"config.input.num_ids_per_batch={num_ids} must be a multiple of the "
-            f"{jax.process_count()} processes."
-        )
+    parallel.check_train_batch(config.input, mesh)
     num_classes, classes_source = num_classes_for(config)
     device = jax.local_devices()[0]
     rss_at_start = hardware.process_rss_bytes()
@@ -359,13 +352,9 @@ def _compile_step(step_fn, abstract_state, config, mesh, copies: int, num_ids: i
 
 
 def _valid_num_ids(num_ids: int, num_instances: int, mesh) -> bool:
-    """A P the run accepts: at least 2 identities (batch-hard mining needs negatives), split
-    evenly over the processes, with P x K divisible by the devices."""
-    return (
-        num_ids >= 2
-        and num_ids % jax.process_count() == 0
-        and (num_ids * num_instances) % mesh.devices.size == 0
-    )
+    """A P the run accepts (`parallel.train_batch_problem`) with at least 2 identities (batch-hard
+    mining needs negatives)."""
+    return num_ids >= 2 and parallel.train_batch_problem(num_ids, num_instances, mesh) is None
 
 
 def fit_num_ids(compile_at, num_ids: int, memory: dict, capacity: int, valid):
