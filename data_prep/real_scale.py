@@ -12,8 +12,8 @@ million frames would take hours, so a pool of a few thousand rendered frames, JP
 quality that gives the real bytes per frame, is reused: a tracklet is a run of consecutive pool
 frames from a random start, so identity is not in the pixels; only sizes and counts are real.
 Frames are hard links to the first file written with the same bytes (`link_frames`, the default:
-real MARS takes ~0.1 GB of disk and ~1 minute to write, against ~9 GB (5.8 GB of file data) and
-~2 minutes as copies; the files read the same either way) or plain copies.
+real MARS takes ~0.1 GB of disk against ~9 GB (5.8 GB of file data) as copies, and is quicker to
+write; the files read the same either way) or plain copies.
 
 The layouts themselves are written by `data_prep.synthetic_layouts` from the plan built here, so
 the real parsers (`data_prep.mars`, `data_prep.lsvid`) and `python -m data_prep.build` read them.

@@ -17,7 +17,7 @@ dataset's statistics, scaled: identities, tracklets and frames per split, junk a
 cameras, tracklet lengths and bytes per frame, for measuring the full-scale paths without the real
 data (`data_prep.real_scale`). Its frames are reused JPEGs of rendered people, hard links to each
 other unless `link_frames` is off: only sizes and counts are real, the content is not learnable.
-Real MARS scale takes about a minute to write here. The size arguments do not apply then.
+`benchmarks/scale.py` times writing it (its `generate` step). The size arguments do not apply then.
 """
 
 from __future__ import annotations

@@ -3,11 +3,11 @@
 XLA:CPU's convolution kernels allocate scratch memory on XLA's worker threads on every call and
 free it on return. glibc gives each thread its own arena, serves large blocks with `mmap` and gives
 freed memory back to the kernel (`munmap`, or trimming an arena), so every step faults in and zeroes
-that memory again: measured on the 2-core CPU, a full-size GLTR train step took 570k page faults
-(2.2 GB) and about 2 s of kernel time per 6 s step. With large blocks served from the heap, the
-heap never trimmed and one arena for all threads, the pages faulted in once are reused: once the
-heap holds the most scratch the threads have used at once (a step or a few), no more faults, and
-the step 12% faster (`benchmarks/README.md`, "Host memory on the CPU").
+that memory again, a large share of a CPU train step's time spent in the kernel. With large blocks
+served from the heap, the heap never trimmed and one arena for all threads, the pages faulted in
+once are reused: once the heap holds the most scratch the threads have used at once (a step or a
+few), no more faults, and faster steps (measured: `benchmarks/README.md`, "Host memory on the CPU",
+and `benchmarks/host_memory.py`).
 
 The price: the process keeps its peak host memory until it exits, and all threads share one malloc
 lock. That is why 'auto' applies it only where JAX will run on the CPU; with an accelerator the

@@ -327,10 +327,10 @@ def _parallelism(cfg) -> int:
 def _finish(ds: tf.data.Dataset, cfg, *, autotune: bool = True) -> Iterator[dict]:
     options = tf.data.Options()
     # The evaluation pipelines run without the autotuner. Its thread sleeps for a period that
-    # doubles from 10 ms, and deleting an iterator waits for the current sleep to end: a 12 s
-    # evaluation returned after 20.5 s, a 24 s one after 41 s (benchmarks/README.md, "Evaluation
-    # throughput"). There, AUTOTUNE parallelism (`config.input.num_parallel_calls=-1`) is one call
-    # per input thread. Training keeps it: its one iterator lives as long as the run.
+    # doubles from 10 ms, and deleting an iterator waits for the current sleep to end, which held
+    # up the end of every evaluation (benchmarks/README.md, "Evaluation throughput"). There,
+    # AUTOTUNE parallelism (`config.input.num_parallel_calls=-1`) is one call per input thread.
+    # Training keeps it: its one iterator lives as long as the run.
     options.autotune.enabled = autotune
     if cfg.threadpool_size > 0:
         options.threading.private_threadpool_size = cfg.threadpool_size

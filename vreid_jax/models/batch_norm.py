@@ -13,8 +13,7 @@ Eval mode uses the running statistics, as before.
 
 The train-mode gradient is written out (`_normalize`'s VJP: two channel sums, then one elementwise
 pass) rather than left to autodiff, whose backward through the two-pass statistics takes several
-passes more over the activations: on the CPU a res2-sized layer's forward + backward took 59 ms
-with autodiff and 37 ms with this (`benchmarks/README.md`, "Batch-norm gradient").
+passes more over the activations (timings: `benchmarks/README.md`, "Batch-norm gradient").
 """
 
 from __future__ import annotations

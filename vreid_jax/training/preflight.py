@@ -478,7 +478,7 @@ def verdict(record: dict, config) -> tuple[str, list[str]]:
             changes.append(flag)
         if heap_copies > 1 and train_memory["total"] <= capacity:
             # Freed memory goes back to the system: one step's allocations at a time, but every
-            # call faults its pages in again (host_memory: steps about 12% slower).
+            # call faults its pages in again (host_memory: slower steps).
             flag = "--config.keep_host_memory=false"
             options.append(f"set {flag} (needs {size(train_memory['total'])}, steps ~12% slower)")
             changes.append(flag)

@@ -1,10 +1,10 @@
 """Max-pooling with a chosen gradient rule for ties; on CPU written so that XLA differentiates it fast.
 
 `nn.max_pool`'s gradient compiles on XLA:CPU to a variadic reduce-window that carries one iota index
-array per axis, about 6x slower than the pool itself (`benchmarks/README.md`). Here the pool is the
-maximum of the window's strided views of the padded input, with its own VJP: the forward pass keeps
-the index of the winning view, and the backward pass sends each output's gradient to that one input
-with a select and a strided pad per view.
+array per axis, several times slower than the pool itself (`benchmarks/README.md`). Here the pool is
+the maximum of the window's strided views of the padded input, with its own VJP: the forward pass
+keeps the index of the winning view, and the backward pass sends each output's gradient to that one
+input with a select and a strided pad per view.
 
 The winner is the first maximum of its window in row-major order, which is PyTorch's rule, and also
 what XLA's own pool gradient (select-and-scatter with a `>=` selector) does; `reduce_window_max_pool`

@@ -3,7 +3,7 @@ weight gradient of larger 2-D convolutions as one matrix product over image patc
 `t x 1 x 1` temporal convolutions as one matrix product over time-shifted frames.
 
 Why: on XLA:CPU the weight gradient of a 1x1 convolution is lowered to a convolution whose "kernel"
-is the output gradient, which runs 2-5x slower than the equivalent matrix product
+is the output gradient, which runs several times slower than the equivalent matrix product
 (`benchmarks/README.md`, per-convolution timings). ResNet-50's bottlenecks are mostly 1x1 convs, so
 this one backward op was most of the gap to PyTorch. Written as a matrix product over the channel
 axis, the forward pass, the input gradient and the weight gradient are three plain GEMMs, which
@@ -95,8 +95,8 @@ def im2col_conv(x, kernel, strides, padding):
 
     Why: XLA:CPU lowers the weight gradient of a kxk convolution to a convolution whose "kernel" is
     the output gradient (a 64x32 window at ResNet's res2 on 256x128 frames), which YNNPACK runs on
-    one thread at ~1 GFLOP/s; as `[N*H*W, k*k*C_in]^T [N*H*W, C_out]` it is a plain GEMM (7x faster
-    for res2's 3x3 convs on 2 cores). Same products, another summation order.
+    one thread, slowly; as `[N*H*W, k*k*C_in]^T [N*H*W, C_out]` it is a plain GEMM on every core
+    (`benchmarks/conv_backward.py`). Same products, another summation order.
     """
     return _conv_nhwc(x, kernel, strides, padding)
 
@@ -152,9 +152,9 @@ def temporal_conv(x, kernel, time_padding):
     as a `[t*C_in, C_out]` matrix (`channel_matmul`, so both gradients are GEMMs too).
 
     Why: XLA:CPU runs this 3-D conv slower than the GEMMs, most of all its weight gradient
-    (`benchmarks/temporal_conv.py`: NL3D's 16 temporal convs at 2 clips x 8 frames, 832 -> 612 ms
-    forward + both gradients on 2 cores; the whole NL3D train step 8.69 -> 7.85 s). The price is
-    the shifted copy, `t` times the input, kept for the backward pass.
+    (`benchmarks/temporal_conv.py` times NL3D's temporal convs both ways; `benchmarks/README.md`
+    has the numbers). The price is the shifted copy, `t` times the input, kept for the backward
+    pass.
     """
     t = kernel.shape[0]
     padded = jax.numpy.pad(x, ((0, 0), time_padding, (0, 0), (0, 0), (0, 0)))
