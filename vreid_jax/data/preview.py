@@ -15,7 +15,7 @@ from absl import flags, logging
 from ml_collections import config_flags
 from PIL import Image, ImageDraw
 
-from vreid_jax import cli, files
+from vreid_jax import cli, config_lib, files
 from vreid_jax.data import sampling
 
 _LABEL_WIDTH = 56  # Pixels left of each row for its pid and label.
@@ -90,6 +90,7 @@ def _define_flags() -> None:
 
 def main(argv):
     cli.no_arguments(argv)
+    config_lib.validate(FLAGS.config)
     cli.start(tensorflow=True)
     print(preview(FLAGS.config, FLAGS.out, num_clips=FLAGS.num_clips, step=FLAGS.step))
 
