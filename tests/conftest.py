@@ -29,11 +29,28 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "true")
 
 import pytest  # noqa: E402
+from helpers import build_once  # noqa: E402
 
 
-def pytest_collection_modifyitems(items):
-    """Tests marked slow (command-line runs of minutes) go first: with `-n 2` the long ones then
-    overlap with the many short ones instead of leaving one worker running the last alone."""
+def pytest_addoption(parser):
+    parser.addoption(
+        "--full",
+        action="store_true",
+        help="The full tier (CI): also run the tests marked slow, which pytest skips by default.",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    """Two tiers (README, "Run the tests"). Without --full, the tests marked slow are skipped: the
+    fast tier, in process, for every change. With --full they run too, and go first: with `-n 2`
+    the long ones then overlap with the many short ones instead of leaving one worker running the
+    last alone."""
+    if not config.getoption("--full"):
+        skip = pytest.mark.skip(reason="full tier: run with --full")
+        for item in items:
+            if item.get_closest_marker("slow"):
+                item.add_marker(skip)
+        return
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
@@ -52,5 +69,14 @@ def repo_root():
 
 @pytest.fixture(scope="session")
 def tiny_data_dir(tmp_path_factory):
-    """A TFDS data_dir where the tiny config generates and builds its synthetic MARS once."""
-    return str(tmp_path_factory.mktemp("tiny_data"))
+    """A TFDS data_dir holding the tiny config's synthetic MARS, generated and built once per run
+    (the first xdist worker to need it builds it; the others wait and share it)."""
+    from helpers import tiny_config  # noqa: PLC0415
+
+    def build(folder):
+        from vreid_jax.data import datasets  # noqa: PLC0415
+
+        config = tiny_config("nl3d", **{"data.data_dir": str(folder)})
+        datasets.ensure_built(config.data, seed=config.seed)
+
+    return str(build_once(tmp_path_factory, "tiny_data", build))
