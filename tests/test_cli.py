@@ -1,19 +1,18 @@
-"""The command line: config errors are one clear line, never a traceback."""
+"""The command line: config errors are one clear line, never a traceback.
+
+`vreid_jax.main` runs in this process (`helpers.run_command`): the start of a real process is proved
+by the console-script and recipe tests of the full tier."""
 
 import importlib
-import subprocess
-import sys
 import tomllib
+
+from helpers import run_command
+
+import vreid_jax.main
 
 
 def _main(*args, cwd):
-    return subprocess.run(
-        [sys.executable, "-m", "vreid_jax.main", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_command(vreid_jax.main, *args, cwd=cwd)
 
 
 def test_cli_unknown_key_is_an_error(repo_root, workdir):

@@ -1,18 +1,25 @@
 """The build and stats command lines, and the statistics check."""
 
+import importlib
 import os
 import re
 import subprocess
 import sys
 
 import pytest
+from helpers import run_command
 
 from data_prep import mars, stats, synthetic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _run(*args):
+def _run(module, *args):
+    """`python -m <module> <args>`, in this process."""
+    return run_command(importlib.import_module(module), *args, cwd=REPO)
+
+
+def _subprocess(*args):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     return subprocess.run(
         [sys.executable, "-m", *args], capture_output=True, text=True, cwd=REPO, env=env
@@ -37,8 +44,10 @@ def test_build_then_stats_cli(tmp_path):
     assert checked.returncode == 1 and "MISMATCH: train tracklets" in checked.stdout
 
 
+@pytest.mark.slow
 def test_build_cli_reports_bad_input_without_a_traceback(tmp_path):
-    result = _run(
+    """In a process of its own, as a user runs it (the other command tests run in this one)."""
+    result = _subprocess(
         "data_prep.build",
         "--dataset",
         "mars",

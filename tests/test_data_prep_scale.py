@@ -3,11 +3,10 @@ small fraction of it, written to disk, parses with the real parsers and keeps th
 
 import collections
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from helpers import run_command
 
 from data_prep import lsvid, mars, real_scale, synthetic
 from data_prep.index import DataPrepError
@@ -126,10 +125,8 @@ def test_lsvid_fraction_parses_with_the_real_parser(tmp_path):
 
 def test_refuses_size_flags_with_scale_other_layouts_and_missing_sizes(tmp_path):
     out = str(tmp_path / "x")
-    cmd = [sys.executable, "-m", "data_prep.synthetic", "--layout", "mars", "--out", out]
-    result = subprocess.run(
-        [*cmd, "--scale", "real", "--num_ids", "4"], capture_output=True, text=True
-    )
+    args = ["--layout", "mars", "--out", out, "--scale", "real", "--num_ids", "4"]
+    result = run_command(synthetic, *args)  # `python -m data_prep.synthetic`, in this process.
     assert result.returncode != 0 and "--num_ids do not apply with --scale" in result.stderr
     with pytest.raises(DataPrepError, match="scale is available for"):
         synthetic.generate("dukev", out, scale=0.1)

@@ -2,13 +2,12 @@
 
 import filecmp
 import os
-import subprocess
-import sys
 import time
 
 import h5py
 import numpy as np
 import pytest
+from helpers import run_command
 
 from data_prep import registry, render, synthetic
 from data_prep.index import DataPrepError
@@ -110,10 +109,7 @@ def test_cameras_change_the_picture_of_a_person():
 
 def test_cli_writes_a_layout(tmp_path):
     out = tmp_path / "cli"
-    cmd = [
-        sys.executable,
-        "-m",
-        "data_prep.synthetic",
+    args = [
         "--layout",
         "ilidsvid",
         "--out",
@@ -129,12 +125,7 @@ def test_cli_writes_a_layout(tmp_path):
         "--width",
         "16",
     ]
-    result = subprocess.run(
-        cmd,
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=os.path.dirname(os.path.dirname(__file__)),
-    )
+    result = run_command(synthetic, *args)  # `python -m data_prep.synthetic`, in this process.
+    assert result.returncode == 0, result.stderr
     assert "ilidsvid ->" in result.stdout
     assert (out / "train-test people splits" / "train_test_splits_ilidsvid.mat").exists()

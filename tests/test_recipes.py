@@ -21,7 +21,9 @@ import ml_collections
 import numpy as np
 import pytest
 from flax import traverse_util
+from helpers import build_once, run_command
 
+import vreid_jax.main
 from data_prep import names
 from vreid_jax import checkpoint, config_lib, models
 from vreid_jax.evaluation.metrics import SUMMARY_KEYS
@@ -67,16 +69,17 @@ BACKBONE = dict(stage_sizes=(1, 1, 1, 1), width=8)  # Of the torch ResNet standi
 @pytest.fixture(scope="session")
 def converted_weights(tmp_path_factory, repo_root):
     """A `.pth` as torchvision writes it (`torch.save(model.state_dict())` of a small ResNet),
-    converted by `python -m vreid_jax.models.convert_resnet50`."""
-    torch.manual_seed(0)
-    net = TorchResNet(BACKBONE["stage_sizes"], BACKBONE["width"], num_classes=1000)
-    folder = tmp_path_factory.mktemp("torchvision")
-    torch.save(net.state_dict(), folder / "resnet_tiny.pth")
-    out = str(folder / "resnet_tiny.npz")
-    args = ["--torch_checkpoint", str(folder / "resnet_tiny.pth"), "--out", out]
-    proc = _cli(["vreid_jax.models.convert_resnet50", *args], repo_root)
-    assert "bottleneck ResNet with stages (1, 1, 1, 1) and width 8" in proc.stdout
-    return out
+    converted by `python -m vreid_jax.models.convert_resnet50`, once per run."""
+
+    def convert(folder):
+        torch.manual_seed(0)
+        net = TorchResNet(BACKBONE["stage_sizes"], BACKBONE["width"], num_classes=1000)
+        torch.save(net.state_dict(), folder / "resnet_tiny.pth")
+        args = ["--torch_checkpoint", folder / "resnet_tiny.pth", "--out", folder / "resnet_tiny.npz"]
+        proc = _cli(["vreid_jax.models.convert_resnet50", *map(str, args)], repo_root)
+        assert "bottleneck ResNet with stages (1, 1, 1, 1) and width 8" in proc.stdout
+
+    return str(build_once(tmp_path_factory, "torchvision", convert) / "resnet_tiny.npz")
 
 
 @pytest.fixture
@@ -89,17 +92,16 @@ def pretrained(converted_weights, tmp_path):
 
 @pytest.fixture(scope="session")
 def built_data(tmp_path_factory):
-    """`built_data(name)`: a TFDS data_dir with synthetic `name`, built once per test process."""
+    """`built_data(name)`: a TFDS data_dir with synthetic `name`, built once per test run."""
     from data_prep import build, synthetic  # noqa: PLC0415
 
-    root = tmp_path_factory.mktemp("recipe_data")
-
-    @functools.cache
     def get(name):
-        raw, data_dir = root / "raw" / name, root / "built"
-        synthetic.generate(name, str(raw), seed=0, num_ids=NUM_IDS[name], **SYNTHETIC)
-        build.build(name, str(raw), str(data_dir), resize=RESIZE.get(name))
-        return str(data_dir)
+        def make(folder):
+            raw = folder / "raw"
+            synthetic.generate(name, str(raw), seed=0, num_ids=NUM_IDS[name], **SYNTHETIC)
+            build.build(name, str(raw), str(folder), resize=RESIZE.get(name))
+
+        return str(build_once(tmp_path_factory, f"recipe_data_{name}", make))
 
     return get
 
@@ -284,7 +286,6 @@ def test_recipe_trains_from_converted_weights_and_evaluates_its_checkpoint(
     _assert_learned(workdir, name)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("case", ["another ResNet", "no file"])
 def test_wrong_weights_file_stops_before_training_in_one_line(
     case, built_data, repo_root, tmp_path
@@ -296,7 +297,6 @@ def test_wrong_weights_file_stops_before_training_in_one_line(
         np.savez(weights, **random_state_dict(torchvision_shapes((1, 1, 1, 1), width=16)))
     workdir = tmp_path / "work"
     args = [
-        "vreid_jax.main",
         "--config",
         "configs/nl3d_mars.py",
         "--workdir",
@@ -305,9 +305,7 @@ def test_wrong_weights_file_stops_before_training_in_one_line(
         _override("model.pretrained", weights),
         *(_override(k, v) for k, v in SIZE_KEYS.items()),
     ]
-    proc = subprocess.run(
-        [sys.executable, "-m", *args], cwd=repo_root, capture_output=True, text=True, timeout=900
-    )
+    proc = run_command(vreid_jax.main, *args, cwd=repo_root)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
@@ -331,12 +329,6 @@ def test_eval_without_a_checkpoint_stops_in_one_line_before_reading_data(
     args = ["--config", "configs/gltr_mars.py", "--workdir", str(tmp_path / "work")]
     args += [_override("mode", "eval"), _override("eval.checkpoint", which)]
     args += [_override("data.data_dir", tmp_path / "no_data_here")]
-    proc = subprocess.run(
-        [sys.executable, "-m", "vreid_jax.main", *args],
-        cwd=repo_root,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_command(vreid_jax.main, *args, cwd=repo_root)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith(f"error: No {which} checkpoint in ")

@@ -3,19 +3,16 @@ tracks."""
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from helpers import run_command
 from track_helpers import fragment_video, tracklets, trait_features
 
 from data_prep import synthetic_video
 from vreid_jax.deploy import relink
 from vreid_jax.deploy.relink import Fragment
 from vreid_jax.deploy.tracks import feature_file, mot
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_overlapping_tracks_of_one_camera_never_merge_even_through_a_chain():
@@ -122,18 +119,12 @@ def test_bad_inputs_and_cli(tmp_path):
     feature_file.save(
         features, tracklets(np.eye(2), track_ids=["1", "2"], sources=[str(tracks)] * 2)
     )
-    run = subprocess.run(
-        [sys.executable, "-m", "vreid_jax.deploy.relink", "--tracks", str(tracks), "--features", features,
-         "--threshold", "2", "--out_dir", out],
-        capture_output=True, text=True, cwd=REPO,
-    )  # fmt: skip
+    run = run_command(relink, "--tracks", tracks, "--features", features, "--threshold", 2,
+                      "--out_dir", out)  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "out" / "t.txt").read_text() == "1,1,1,1,5,5\n2,1,1,1,5,5\n5,1,1,1,5,5\n"
-    bad = subprocess.run(
-        [sys.executable, "-m", "vreid_jax.deploy.relink", "--tracks", str(tracks), "--features",
-         str(tmp_path / "no.npz"), "--threshold", "1", "--out_dir", out],
-        capture_output=True, text=True, cwd=REPO,
-    )  # fmt: skip
+    bad = run_command(relink, "--tracks", tracks, "--features", tmp_path / "no.npz",
+                      "--threshold", 1, "--out_dir", out)  # fmt: skip
     assert bad.returncode != 0 and bad.stderr.strip().startswith("error: ")
 
 

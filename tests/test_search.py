@@ -4,12 +4,11 @@ import csv
 import json
 import os
 import pathlib
-import subprocess
-import sys
 import types
 
 import numpy as np
 import pytest
+from helpers import run_command
 from PIL import Image
 from track_helpers import tracklets
 
@@ -17,8 +16,6 @@ from vreid_jax.deploy import search
 from vreid_jax.deploy.tracks import feature_file, gallery
 from vreid_jax.deploy.tracks.feature_file import FeatureFileError
 from vreid_jax.evaluation import pictures, ranking
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _features(seed, n, dim=16, ids=6):
@@ -196,9 +193,7 @@ def test_query_fails_whole_on_a_missing_preview_frame(tmp_path):
 def test_cli_build_query_and_one_line_errors(tmp_path):
     g = _save(tmp_path, "g_feats.npz", tracklets(_features(0, 6)[0]))
     index, out = str(tmp_path / "g.npz"), str(tmp_path / "r.csv")
-    run = lambda *a: subprocess.run(
-        [sys.executable, "-m", "vreid_jax.deploy.search", *a], capture_output=True, text=True, cwd=REPO
-    )
+    run = lambda *a: run_command(search, *a)  # test_use_a_trained_model runs the console script.
     built = run("build", "--index", index, "--features", g)
     assert built.returncode == 0, built.stderr
     done = run("query", "--index", index, "--features", g, "--rows", "0,1", "--top_k", "2",

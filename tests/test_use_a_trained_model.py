@@ -1,6 +1,7 @@
 """The README's "Use a trained model" path through the command lines, on a workdir as training leaves
 it: extract (a folder source and MOT track files of a synthetic two-camera video) → relink →
-search; bad input named, nothing partial written."""
+search → export, each through its console script (full tier); bad input named in one line, nothing
+partial written (in this process: fast tier)."""
 
 import json
 import os
@@ -13,6 +14,7 @@ import pytest
 from PIL import Image
 
 from data_prep import synthetic_video
+from vreid_jax.deploy import extract
 from vreid_jax.deploy.tracks import feature_file, mot
 
 
@@ -85,28 +87,49 @@ def test_extract_relink_search_from_a_workdir(tmp_path):
     assert distances == sorted(distances)
     assert Image.open(picture).size[0] > 4 * 20  # The query and three matches side by side.
 
-    # A folder source; then bad input: named, and no output file.
-    own = tmp_path / "own" / "cam1" / "person7"
+    # A folder source.
+    own = _own_tracklet(tmp_path)
+    folder_feats = tmp_path / "own.npz"
+    _ok(_cli("extract", "--workdir", run, "--tracklets", tmp_path / "own", "--out", folder_feats))
+    assert list(feature_file.load(str(folder_feats)).track_ids) == [own.name]
+
+    # Export: the deployable model and its description.
+    _ok(_cli("export", "--workdir", run, "--format", "stablehlo", "--out", tmp_path / "exported"))
+    assert json.loads((tmp_path / "exported" / "export.json").read_text())["format"] == "stablehlo"
+
+
+def _own_tracklet(root):
+    """`root/own/cam1/person7/{1,2,3}.png`, a user's folder source; returns the tracklet folder."""
+    own = root / "own" / "cam1" / "person7"
     os.makedirs(own)
     rng = np.random.default_rng(0)
     for n in range(1, 4):
         Image.fromarray(rng.integers(0, 256, (40, 20, 3), dtype=np.uint8)).save(own / f"{n}.png")
-    folder_feats = tmp_path / "own.npz"
-    _ok(_cli("extract", "--workdir", run, "--tracklets", tmp_path / "own", "--out", folder_feats))
-    assert list(feature_file.load(str(folder_feats)).track_ids) == ["person7"]
+    return own
+
+
+def test_bad_input_is_one_error_line_and_nothing_written(tmp_path):
+    """`vreid-extract`'s main, in this process: bad input named, and no output file."""
+    run = tmp_path / "run"
+    helpers.checkpointed_workdir(run, "gltr")
+    video = str(tmp_path / "video")
+    cam = synthetic_video.generate(
+        video, seed=0, num_people=2, num_frames=20, height=120, width=160, person_height=64
+    )["cameras"][0]
+    track_file, frames = os.path.join(video, cam, "tracks.txt"), os.path.join(video, cam, "img1")
+    own = _own_tracklet(tmp_path)
     (own / "2.png").write_bytes(b"broken")
     bad = tmp_path / "bad.npz"
-    line = _error_line(
-        _cli("extract", "--workdir", run, "--tracklets", tmp_path / "own", "--out", bad)
-    )
+    extract_ = lambda *args: _error_line(helpers.run_command(extract, *args, "--out", bad))
+
+    line = extract_("--workdir", run, "--tracklets", tmp_path / "own")
     assert f"{own / '2.png'} is unusable (not an image file)" in line and "--skip_bad" in line
-    with open(tracks[0], "a") as f:
+    with open(track_file, "a") as f:
         f.write("3,999,900,900,10,10,1,1,1\n")
-    with open(tracks[0]) as f:
+    with open(track_file) as f:
         n = len(f.read().splitlines())
-    line = _error_line(_cli("extract", "--workdir", run, *sources, "--out", bad))
-    assert f"{tracks[0]}:{n}: box" in line
-    line = _error_line(_cli("extract", "--workdir", tmp_path, "--tracklets", tmp_path / "own",
-                            "--out", bad))  # fmt: skip
+    line = extract_("--workdir", run, "--tracklets", track_file, "--frames", frames)
+    assert f"{track_file}:{n}: box" in line
+    line = extract_("--workdir", tmp_path, "--tracklets", tmp_path / "own")
     assert "config.json does not exist" in line
     assert not bad.exists()
