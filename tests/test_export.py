@@ -116,7 +116,10 @@ def _runner(fmt, ff, folder):
     return lambda *inputs: session.run(None, dict(zip(names, inputs, strict=True)))[0]
 
 
-@pytest.mark.parametrize("fmt", export.FORMATS)
+# ONNX (our own converter) in the fast tier, every format in the full one.
+@pytest.mark.parametrize(
+    "fmt", [f if f == "onnx" else pytest.param(f, marks=pytest.mark.slow) for f in export.FORMATS]
+)
 def test_exported_features_equal_evaluation(fmt, exported, tmp_path):
     ff, cases, tracklet_features = exported
     if (ff.provenance["model"], fmt) == ("nl3d", "savedmodel"):

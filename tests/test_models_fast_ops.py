@@ -254,6 +254,7 @@ def test_split_ties_share_a_windows_gradient_equally():
     )
 
 
+@pytest.mark.slow  # A whole model both ways: the full tier (the ops one by one are above).
 def test_models_compute_the_same_with_and_without_the_rewrites():
     # The whole train-mode forward pass and every parameter gradient of a tiny NL3D, both ways: it
     # holds every rewritten op (1x1, kxk, strided and temporal convs, the stem and non-local

@@ -11,6 +11,8 @@ import pytest
 pytest.importorskip("torch")
 import torch_gltr  # noqa: E402  (needs torch)
 
+pytestmark = pytest.mark.slow  # Parity with PyTorch: the full tier.
+
 
 def _check(result, *, grads_max=None):
     ours = result["ours"]
@@ -49,7 +51,6 @@ def test_tiny_gltr_matches_official_architecture():
     _check(result, grads_max=1e-4)
 
 
-@pytest.mark.slow
 def test_full_gltr_matches_official_architecture():
     """Full-width ResNet-50 trunk (stride-1 layer4), 4 tracklets x 4 frames of 32x16: eval
     features; train-mode features, logits, loss and running statistics.

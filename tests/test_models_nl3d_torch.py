@@ -23,6 +23,8 @@ torch = pytest.importorskip("torch")
 import torch_losses  # noqa: E402  (needs torch)
 import torch_nl3d  # noqa: E402
 
+pytestmark = pytest.mark.slow  # Parity with PyTorch: the full tier.
+
 BATCH, CLIP_LEN, HEIGHT, WIDTH, CLASSES = 4, 4, 64, 32, 10
 
 

@@ -22,6 +22,8 @@ from vreid_jax.training import optim
 torch = pytest.importorskip("torch")
 from torch_resnet import ResNet as TorchResNet  # noqa: E402  (needs torch)
 
+pytestmark = pytest.mark.slow  # Parity with PyTorch: the full tier.
+
 
 def _randomised(net, seed):
     """Non-trivial BN statistics and affine parameters, so every mapped tensor matters."""
@@ -107,7 +109,6 @@ def test_tiny_resnet_train_mode_gradients_match_torch():
         np.testing.assert_allclose(got[key], expected[key], rtol=1e-3, atol=1e-4, err_msg=str(key))
 
 
-@pytest.mark.slow
 def test_resnet50_from_torchvision_matches_torch():
     torch.manual_seed(0)
     net = _randomised(TorchResNet((3, 4, 6, 3), 64, 1000), seed=1)
@@ -136,7 +137,6 @@ def _torch_sgd_step(net, images, labels, dtype):
     return state, captured["features"].detach().double().numpy()
 
 
-@pytest.mark.slow
 def test_resnet50_train_mode_step_matches_torch():
     """Full-width ResNet-50 in train mode against PyTorch autograd, on small frames.
 

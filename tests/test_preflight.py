@@ -107,6 +107,7 @@ def _apply(config, changes):
     return config
 
 
+@pytest.mark.slow  # Every recipe: the full tier (the fast one preflights in the tests below).
 @pytest.mark.parametrize("model", ["nl3d", "gltr"])
 def test_every_recipe_preflights_at_reduced_size(model, mars_sized, shared_compiles, tmp_path):
     # One test per model, its five recipes in turn: they share one compiled step (one worker).
