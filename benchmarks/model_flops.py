@@ -16,7 +16,7 @@ import platform
 import common  # benchmarks/common.py (this folder is on sys.path when run as a script)
 import jax
 
-from vreid_jax.models import summary
+from vreid_jax.tools import summary
 
 
 def main() -> None:

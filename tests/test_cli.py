@@ -83,7 +83,7 @@ def test_command_modules_import_together():
     import vreid_jax.deploy.relink  # noqa: F401, PLC0415
     import vreid_jax.deploy.search  # noqa: F401, PLC0415
     import vreid_jax.main  # noqa: F401, PLC0415
-    import vreid_jax.models.summary  # noqa: F401, PLC0415
+    import vreid_jax.tools.summary  # noqa: F401, PLC0415
 
 
 def test_console_scripts_name_each_command_main(repo_root):

@@ -53,10 +53,6 @@ def test_parse_arg_types_and_errors():
         config_lib.parse_arg("split=x", split=0)
 
 
-def test_epochs_to_steps():
-    assert config_lib.epochs_to_steps(1.5, 20) == 30
-
-
 @pytest.mark.parametrize(("key", "value"), BAD_CHOICES, ids=[k for k, _ in BAD_CHOICES])
 def test_a_wrong_choice_is_one_line_naming_key_value_and_choices(key, value):
     config = tiny_config("nl3d", **{key: value})

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vreid_jax.data import datasets, pipeline, preview, tracklets
+from vreid_jax.data import datasets, pipeline, tracklets
+from vreid_jax.tools import preview
 
 
 @pytest.fixture(scope="module")

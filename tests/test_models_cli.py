@@ -6,7 +6,8 @@ import pytest
 from torchvision_reference import random_state_dict, torchvision_shapes
 
 from configs.default import get_config
-from vreid_jax.models import convert_resnet50, summary
+from vreid_jax.models import convert_resnet50
+from vreid_jax.tools import summary
 
 
 def _tiny(name):

@@ -126,3 +126,8 @@ def test_multistep_and_constant_schedules():
     config = _config(name="constant", warmup_epochs=0.0)
     lr = optim.create_learning_rate_fn(config, steps_per_epoch=4)
     np.testing.assert_allclose([lr(0), lr(1000)], [0.05, 0.05])
+
+
+def test_epochs_become_steps_rounded():
+    assert optim.epochs_to_steps(1.5, 20) == 30
+    assert optim.epochs_to_steps(0.26, 10) == 3

@@ -97,18 +97,6 @@ def _convert(key, value: str, default):
         ) from e
 
 
-def epochs_to_steps(epochs: float, steps_in_epoch: int) -> int:
-    """Converts a duration in epochs to optimiser steps. The one place where epochs become steps."""
-    return int(round(epochs * steps_in_epoch))
-
-
-def total_train_steps(config: ml_collections.ConfigDict, steps_in_epoch: int) -> int:
-    """`config.num_train_steps` when positive, else `config.num_epochs` converted to steps."""
-    if config.num_train_steps > 0:
-        return int(config.num_train_steps)
-    return epochs_to_steps(config.num_epochs, steps_in_epoch)
-
-
 def validate(config: ml_collections.ConfigDict) -> None:
     """The one check of a config's values, before any data is read or device used.
 

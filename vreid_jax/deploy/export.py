@@ -39,10 +39,14 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from absl import flags
 
 from vreid_jax import cli, errors, files
+
+if TYPE_CHECKING:  # Imported when exporting: the command starts without jax.
+    from vreid_jax.evaluation.features import Port
 
 FORMATS = ("stablehlo", "savedmodel", "tflite", "onnx")
 METADATA_FILE = "export.json"
@@ -60,19 +64,6 @@ SIGNATURE = "serving_default"
 
 
 @dataclasses.dataclass(frozen=True)
-class Port:
-    """One input or output of the exported function; `shape` holds ints and symbolic names."""
-
-    name: str
-    shape: tuple
-    dtype: str
-    doc: str
-
-    def record(self) -> dict:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "doc": self.doc}
-
-
-@dataclasses.dataclass(frozen=True)
 class FeatureFunction:
     """A trained model's feature function, ready to export.
 
@@ -82,7 +73,7 @@ class FeatureFunction:
       inputs: the inputs' names, shapes (symbolic dimensions as names) and dtypes.
       output: the output feature.
       aggregation: how a tracklet's feature follows from the outputs (for `export.json`).
-      provenance: the checkpoint's record (`trained.TrainedModel.provenance`).
+      provenance: the checkpoint's record (`trained_model.TrainedModel.provenance`).
     """
 
     apply: Callable
@@ -114,13 +105,12 @@ class FeatureFunction:
 
 
 def feature_function(trained) -> FeatureFunction:
-    """The feature function of a `trained.TrainedModel` as its evaluation computes it."""
+    """The feature function of a `trained_model.TrainedModel` as its evaluation computes it."""
     import jax  # noqa: PLC0415
     import ml_collections  # noqa: PLC0415
 
     from vreid_jax import models
     from vreid_jax.evaluation import features  # noqa: PLC0415
-    from vreid_jax.models import registry  # noqa: PLC0415
 
     config = trained.config
     # Exports compute in float32 (the parameters are), with the CPU forms of conv and max-pool:
@@ -130,43 +120,15 @@ def feature_function(trained) -> FeatureFunction:
     model_config.update(dtype="float32", fast_cpu_ops="true")
     model = models.build_model(model_config, trained.meta["num_classes"])
     variables = jax.device_get(trained.variables)
-    h, w, t = config.input.height, config.input.width, config.input.clip_len
-    extraction = registry.spec(config.model.name).extraction
-    provenance = trained.provenance()
-    if extraction == registry.FRAME_SEQUENCE:
-
-        def apply(variables, frames, mask):
-            b, length = frames.shape[:2]
-            flat = frames.reshape((b * length,) + frames.shape[2:])
-            frame_feats = features.frame_features(model, variables, flat)
-            frame_feats = frame_feats.reshape((b, length, frame_feats.shape[-1]))
-            return features.sequence_features(model, variables, frame_feats, mask)
-
-        inputs = (
-            Port("frames", ("B", "L", h, w, 3), "uint8", "RGB frames of B tracklets padded to L"),
-            Port("mask", ("B", "L"), "bool", "True for real frames; padding (at the end) False"),
-        )
-        aggregation = (
-            "The output is the tracklet feature: every frame through the frame encoder, then the "
-            "temporal head over the masked sequence (one call per tracklet batch; any L)."
-        )
-    elif extraction == registry.CLIP_AVERAGE:
-
-        def apply(variables, clips):
-            return features.clip_features(model, variables, clips)
-
-        inputs = (Port("clips", ("B", t, h, w, 3), "uint8", f"B clips of {t} consecutive frames"),)
-        aggregation = (
-            f"The output is one feature per {t}-frame clip. A tracklet's feature is the "
-            f"{config.eval.aggregate} over its consecutive non-overlapping {t}-frame clips; the "
-            "last clip holds the remaining frames repeated in order until full (10 frames in "
-            "clips of 4: [0 1 2 3] [4 5 6 7] [8 9 8 9]), as vreid_jax.data.sampling.clip_chunks."
-        )
-    else:
-        raise errors.UserError(f"Model {config.model.name!r}: no exporter for {extraction!r}.")
+    signature = features.kind_for(config.model.name).signature(model, config)
+    apply, inputs = signature.apply, signature.inputs
     dim = jax.eval_shape(apply, variables, *_concrete(inputs)).shape[-1]
-    output = Port("features", ("B", dim), "float32", "float32 features, one row per batch item")
-    return FeatureFunction(apply, variables, inputs, output, aggregation, provenance)
+    output = features.Port(
+        "features", ("B", dim), "float32", "float32 features, one row per batch item"
+    )
+    return FeatureFunction(
+        apply, variables, inputs, output, signature.aggregation, trained.provenance()
+    )
 
 
 def _concrete(ports, size: int = 1):
@@ -410,8 +372,6 @@ def _define_flags() -> None:
 
 def main(argv):
     cli.no_arguments(argv)
-    if FLAGS.format not in FORMATS:
-        raise errors.UserError(f"--format={FLAGS.format!r}; expected one of {', '.join(FORMATS)}.")
     # Only the SavedModel and TFLite formats import TensorFlow.
     cli.start(tensorflow=FLAGS.format in ("savedmodel", "tflite"))
     metadata = export(

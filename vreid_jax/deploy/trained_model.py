@@ -113,7 +113,7 @@ def load(
             f"{workdir} has no checkpoints folder: train first"
             + (
                 f", or use one split's workdir ({workdir}/split_N)."
-                if config.eval.get("splits")
+                if config.eval.splits
                 else "."
             )
         )

@@ -1,8 +1,9 @@
 """Whole-tracklet features in fixed shapes, on every device.
 
 How a model turns a tracklet into one feature is declared in its registry entry
-(`models.registry.ModelSpec.extraction`); `extractor_for` picks the matching extractor, so a new
-model with an existing kind of extraction touches nothing here.
+(`models.registry.ModelSpec.extraction`). Each kind of extraction is one class here (`EXTRACTORS`)
+that owns all of it: the extraction itself, and the function, input signature and aggregation rule
+that `vreid-export` writes (`signature`). A new model with an existing kind touches nothing here.
 
 Nothing compiled here depends on tracklet length: clip extractors see fixed-size batches of T-frame
 clips, frame-sequence extractors a fixed-size batch of frames for the encoder and tracklets padded to
@@ -19,7 +20,9 @@ not one per clip or frame (681k frame features of 2,048 floats would be 5.6 GB o
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -48,12 +51,68 @@ def sequence_features(model, variables, frame_feats, mask):
     return model.apply(variables, frame_feats, mask, train=False, method="temporal_head")
 
 
+def tracklet_features(model, variables, frames, mask):
+    """Tracklet features `[B, D]` of uint8 frames `[B, L, H, W, 3]` padded to L, with their mask
+    `[B, L]`: `frame_features` then `sequence_features`, as one function (the exported form)."""
+    b, length = frames.shape[:2]
+    frame_feats = frame_features(model, variables, frames.reshape((b * length,) + frames.shape[2:]))
+    return sequence_features(model, variables, frame_feats.reshape((b, length, -1)), mask)
+
+
+# ----------------------------------------------------------------------------- exported form
+
+
+@dataclasses.dataclass(frozen=True)
+class Port:
+    """One input or output of an exported function; `shape` holds ints and symbolic names."""
+
+    name: str
+    shape: tuple
+    dtype: str
+    doc: str
+
+    def record(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "doc": self.doc}
+
+
+@dataclasses.dataclass(frozen=True)
+class Signature:
+    """A kind of extraction as one function of pixels, for export.
+
+    Attributes:
+      apply: `apply(variables, *inputs) -> features [B, D]`, a pure JAX function.
+      inputs: its inputs, symbolic dimensions named.
+      aggregation: how a tracklet's feature follows from the outputs, in words (`export.json`).
+    """
+
+    apply: Callable
+    inputs: tuple[Port, ...]
+    aggregation: str
+
+
 # ----------------------------------------------------------------------------- extractors
 
 
 class ClipAverage:
     """Every T-frame clip of a tracklet through the whole model; the tracklet's feature is the mean
     (or max, `config.eval.aggregate`) of its clips' features. NL3D's evaluation."""
+
+    @staticmethod
+    def signature(model, config) -> Signature:
+        """Clips in, one feature per clip out; the caller aggregates over a tracklet's clips."""
+        t, h, w = config.input.clip_len, config.input.height, config.input.width
+        return Signature(
+            apply=functools.partial(clip_features, model),
+            inputs=(
+                Port("clips", ("B", t, h, w, 3), "uint8", f"B clips of {t} consecutive frames"),
+            ),
+            aggregation=(
+                f"The output is one feature per {t}-frame clip. A tracklet's feature is the "
+                f"{config.eval.aggregate} over its consecutive non-overlapping {t}-frame clips; the "
+                "last clip holds the remaining frames repeated in order until full (10 frames in "
+                "clips of 4: [0 1 2 3] [4 5 6 7] [8 9 8 9]), as vreid_jax.data.sampling.clip_chunks."
+            ),
+        )
 
     def __init__(self, model, config, mesh):
         self.config, self.mesh = config, mesh
@@ -94,6 +153,26 @@ class FrameSequence:
     """Every frame through the model's frame encoder in fixed-size batches, then the temporal head
     over the whole tracklet, padded to a length bucket with a mask. GLTR's evaluation; the model
     provides `encode_frames` and `temporal_head` methods."""
+
+    @staticmethod
+    def signature(model, config) -> Signature:
+        """Whole tracklets in (padded, with a mask), one feature per tracklet out."""
+        h, w = config.input.height, config.input.width
+        return Signature(
+            apply=functools.partial(tracklet_features, model),
+            inputs=(
+                Port(
+                    "frames", ("B", "L", h, w, 3), "uint8", "RGB frames of B tracklets padded to L"
+                ),
+                Port(
+                    "mask", ("B", "L"), "bool", "True for real frames; padding (at the end) False"
+                ),
+            ),
+            aggregation=(
+                "The output is the tracklet feature: every frame through the frame encoder, then "
+                "the temporal head over the masked sequence (one call per tracklet batch; any L)."
+            ),
+        )
 
     def __init__(self, model, config, mesh):
         self.config, self.mesh = config, mesh
@@ -205,13 +284,19 @@ class _SequenceHeads:
         self.out[[t for t, _ in queue]] = feats[: len(queue)]
 
 
+# The kinds of extraction, by the name a model's registry entry declares.
 EXTRACTORS = {registry.CLIP_AVERAGE: ClipAverage, registry.FRAME_SEQUENCE: FrameSequence}
+
+
+def kind_for(model_name: str):
+    """The extractor class (`ClipAverage` or `FrameSequence`) the registry declares for a model."""
+    return EXTRACTORS[registry.spec(model_name).extraction]
 
 
 def extractor_for(model, config, mesh):
     """The extractor the registry declares for `config.model.name`, compiled for `mesh`; reuse it
     across evaluations (no recompiles)."""
-    return EXTRACTORS[registry.spec(config.model.name).extraction](model, config, mesh)
+    return kind_for(config.model.name)(model, config, mesh)
 
 
 def bucket_length(length: int, buckets) -> int:

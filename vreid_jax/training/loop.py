@@ -23,7 +23,7 @@ import optax
 from absl import logging
 from clu import periodic_actions
 
-from vreid_jax import checkpoint, config_lib, files, logging_utils, models, parallel
+from vreid_jax import checkpoint, files, logging_utils, models, parallel
 from vreid_jax.data import datasets, pipeline, pixels
 from vreid_jax.errors import UserError
 from vreid_jax.evaluation import features, ranking, reports
@@ -121,7 +121,7 @@ def load_data(config, *, with_train: bool = True):
     without `with_train`, the training split's frames are not read (`datasets.load`)."""
     data = datasets.load(
         config.data,
-        mars_gallery=config.eval.mars_gallery,
+        gallery=config.eval.gallery,
         seed=config.seed,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
@@ -219,8 +219,7 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
 def _train_and_evaluate(config, workdir: str, writer, ckpt) -> dict | None:
     # ------------------------------------------------------------------ devices, data
     mesh = parallel.make_mesh()
-    global_batch = config.input.num_ids_per_batch * config.input.num_instances
-    parallel.check_divisible(global_batch, mesh, "config.input.num_ids_per_batch * num_instances")
+    parallel.check_train_batch(config.input, mesh)
     # A resumed run takes every weight from its checkpoint: the ImageNet file is only read at start.
     start_from_file = bool(config.model.pretrained) and ckpt.latest_step() is None
     if start_from_file:
@@ -231,14 +230,14 @@ def _train_and_evaluate(config, workdir: str, writer, ckpt) -> dict | None:
     # they share the cores and it does not shorten (benchmarks/README.md, "Every path at dataset
     # scale").
     reading_train = _in_background(data.read_train)
-    total_steps = config_lib.total_train_steps(
+    total_steps = optim.total_train_steps(
         config, pipeline.steps_per_epoch(data.label_counts, config.input)
     )
     logging.info(
         "Batch %d ids x %d clips = %d clips over %d devices; %d steps in all.",
         config.input.num_ids_per_batch,
         config.input.num_instances,
-        global_batch,
+        config.input.num_ids_per_batch * config.input.num_instances,
         mesh.devices.size,
         total_steps,
     )

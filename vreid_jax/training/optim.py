@@ -16,7 +16,17 @@ from __future__ import annotations
 
 import optax
 
-from vreid_jax.config_lib import epochs_to_steps
+
+def epochs_to_steps(epochs: float, steps_in_epoch: int) -> int:
+    """Converts a duration in epochs to optimiser steps. The one place where epochs become steps."""
+    return int(round(epochs * steps_in_epoch))
+
+
+def total_train_steps(config, steps_in_epoch: int) -> int:
+    """`config.num_train_steps` when positive, else `config.num_epochs` converted to steps."""
+    if config.num_train_steps > 0:
+        return int(config.num_train_steps)
+    return epochs_to_steps(config.num_epochs, steps_in_epoch)
 
 
 def create_learning_rate_fn(config, steps_per_epoch: int) -> optax.Schedule:
@@ -32,7 +42,7 @@ def create_learning_rate_fn(config, steps_per_epoch: int) -> optax.Schedule:
     Args:
       config: the full config (reads `optim.learning_rate` and `schedule.*`).
       steps_per_epoch: optimizer steps per epoch (> 0); epochs become steps via
-        `config_lib.epochs_to_steps`.
+        `epochs_to_steps`.
     """
     if steps_per_epoch <= 0:
         raise ValueError(f"steps_per_epoch must be positive, got {steps_per_epoch}.")

@@ -16,7 +16,7 @@ One `.npz` (numpy's zip of arrays; no pickles) with one row per tracklet:
   preview_boxes  float32 [N, 4, 4]  the person box in each preview frame: x, y (0-based pixel
                                  of its top-left corner), w, h; NaN for a whole image (folders)
   provenance     JSON str        the model and checkpoint the features came from, with the run's
-                                 config (`trained.TrainedModel.provenance`)
+                                 config (`trained_model.TrainedModel.provenance`)
 """
 
 from __future__ import annotations

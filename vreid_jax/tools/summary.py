@@ -1,6 +1,6 @@
 r"""Parameter counts and forward FLOPs of the configured model, from abstract shapes only.
 
-  python -m vreid_jax.models.summary --config configs/default.py [--config.model.name=gltr]
+  python -m vreid_jax.tools.summary --config configs/default.py [--config.model.name=gltr]
 
 FLOPs come from XLA's cost analysis of the jitted eval-mode forward pass (lowered, not run), on one
 `clip_len x height x width` clip; for frame-sequence models (GLTR) also per frame through the
@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from absl import flags
 from ml_collections import config_flags
 
-from vreid_jax import cli, logging_utils
+from vreid_jax import cli, config_lib, logging_utils
 from vreid_jax.models import layers, registry
 
 
@@ -55,7 +55,7 @@ def summarize(config, num_classes: int) -> dict:
         "total_params": layers.count_params(variables["params"]),
         "flops_per_clip": forward_flops(module, variables, clip_shape),
     }
-    if registry.spec(config.model.name).extraction == registry.FRAME_SEQUENCE:
+    if hasattr(module, "encode_frames"):  # Evaluated frame by frame (GLTR): its per-frame cost.
         result["flops_per_frame_encoder"] = forward_flops(
             module, variables, (1, height, width, 3), method="encode_frames"
         )
@@ -64,6 +64,7 @@ def summarize(config, num_classes: int) -> dict:
 
 def main(argv):
     cli.no_arguments(argv)
+    config_lib.validate(flags.FLAGS.config)
     cli.start(tensorflow=False)
     summary = summarize(flags.FLAGS.config, flags.FLAGS.num_classes)
     rows = [[name, f"{count:,}"] for name, count in summary["params"].items()]

@@ -1,6 +1,6 @@
 r"""Shows what the network is fed: the dataset summary and a contact sheet of sampled training clips.
 
-  python -m vreid_jax.data.preview --config configs/demo.py --out clips.png [--num_clips 8] \
+  python -m vreid_jax.tools.preview --config configs/demo.py --out clips.png [--num_clips 8] \
       [--step 0] [--config.input.pad=0 ...]
 
 Prints the summary table (identities, tracklets, cameras, frames, encoded size per split) and the
