@@ -1,6 +1,6 @@
 """Logging: TensorBoard + `metrics.jsonl` writers, metric tables, quiet TensorFlow and orbax.
 
-The training loop's progress reporter and profiler are clu's periodic actions (`train.py`).
+The training loop's progress reporter and profiler are clu's periodic actions (`training/loop.py`).
 """
 
 from __future__ import annotations
