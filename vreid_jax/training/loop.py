@@ -226,9 +226,8 @@ def _train_and_evaluate(config, workdir: str, writer, ckpt) -> dict | None:
         pretrained.require_file(config.model.pretrained)
     data = load_data(config, with_train=False)
     # The training frames are read while the model is built and its step compiled, which do not
-    # need them. With cores to spare, start-up then takes about the longer of the two; on 2 cores
-    # they share the cores and it does not shorten (benchmarks/README.md, "Every path at dataset
-    # scale").
+    # need them: with cores to spare, start-up takes about the longer of the two rather than their
+    # sum (measured in benchmarks/README.md, "Every path at dataset scale").
     reading_train = _in_background(data.read_train)
     total_steps = optim.total_train_steps(
         config, pipeline.steps_per_epoch(data.label_counts, config.input)
