@@ -1,5 +1,7 @@
 """GLTR: DTP keeps the length, 512-d output, padded+masked == unpadded, separable halves."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,8 +37,15 @@ def tiny_gltr():
     return module, {"params": params, "batch_stats": variables["batch_stats"]}, clips
 
 
+# Every forward is jitted: op by op, the tiny GLTR takes many seconds per call.
+@functools.partial(jax.jit, static_argnums=0)
 def _head(module, variables, features, mask):
     return module.apply(variables, features, mask, train=False, method="temporal_head")
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _apply(module, variables, method, x, **kwargs):
+    return module.apply(variables, x, train=False, method=method, **kwargs)
 
 
 def test_padded_and_masked_equals_unpadded(tiny_gltr):
@@ -57,13 +66,13 @@ def test_padded_and_masked_equals_unpadded(tiny_gltr):
 
 def test_halves_compose_to_the_full_model(tiny_gltr):
     module, variables, clips = tiny_gltr
-    features, logits = module.apply(variables, clips, train=False)
+    features, logits = _apply(module, variables, "__call__", clips)
     assert features.shape == (2, 512) and logits.shape == (2, 7)
     frames = clips.reshape(6, 64, 32, 3)
-    frame_features = module.apply(variables, frames, train=False, method="encode_frames")
+    frame_features = _apply(module, variables, "encode_frames", frames)
     assert frame_features.shape == (6, 128)
     mask = np.ones((2, 3), bool)
     head = _head(module, variables, frame_features.reshape(2, 3, 128), mask)
     np.testing.assert_allclose(head, features, rtol=1e-5, atol=1e-5)
-    masked_call, _ = module.apply(variables, clips, train=False, mask=mask)
+    masked_call, _ = _apply(module, variables, "__call__", clips, mask=mask)
     np.testing.assert_allclose(masked_call, features, rtol=1e-5, atol=1e-5)

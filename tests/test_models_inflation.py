@@ -43,7 +43,8 @@ def _features(padding, init):
         ),
         variables["batch_stats"],
     )
-    got = video.apply(variables, clip, train=False)
+    # Forwards are jitted: op by op, they take many seconds.
+    got = jax.jit(lambda v, c: video.apply(v, c, train=False))(variables, clip)
 
     # The 2D network: the same variables minus the temporal convs and non-local blocks.
     flat = traverse_util.flatten_dict(variables)
@@ -54,7 +55,9 @@ def _features(padding, init):
     }
     assert len(flat_2d) < len(flat)
     two_d = resnet.ResNet(stage_sizes=(1, 1, 1, 1), width=8, last_stride=video.last_stride)
-    want = two_d.apply(traverse_util.unflatten_dict(flat_2d), frame[:, 0], train=False)
+    want = jax.jit(lambda v, x: two_d.apply(v, x, train=False))(
+        traverse_util.unflatten_dict(flat_2d), frame[:, 0]
+    )
     assert np.mean(want > 0) > 0.2  # a live network, not ReLUs clamped to zero
     return np.asarray(got), np.asarray(want)
 
@@ -88,8 +91,8 @@ def test_nonconstant_clip_mixes_frames():
     video = _video_backbone("zeros", "inflate")
     clip = np.random.default_rng(0).normal(size=(1, 4, 64, 32, 3)).astype(np.float32)
     variables = jax.jit(lambda c: video.init(jax.random.key(0), c, train=False))(clip)
-    base = video.apply(variables, clip, train=False)
-    changed = video.apply(variables, _zero_first(clip), train=False)
+    apply = jax.jit(lambda c: video.apply(variables, c, train=False))
+    base, changed = apply(clip), apply(_zero_first(clip))
     assert not jnp.allclose(base[:, 1], changed[:, 1])
 
 

@@ -115,7 +115,8 @@ def test_train_and_eval_differ_only_through_dropout_and_batch_norm(name):
     )
     assert all(jax.tree.leaves(changed))  # every BN updated its running statistics
 
-    f_eval, l_eval = module.apply(variables, clips, train=False)  # no rng needed: deterministic
+    # No rng needed: deterministic. (Jitted, as every forward here: op by op takes many seconds.)
+    f_eval, l_eval = jax.jit(lambda v: module.apply(v, clips, train=False))(variables)
     assert not np.allclose(f_eval, f1)  # running vs batch statistics
 
 
