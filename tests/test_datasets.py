@@ -5,6 +5,7 @@ import inspect
 
 import numpy as np
 import pytest
+from helpers import build_once
 from PIL import Image
 
 from vreid_jax.data import datasets, pipeline, tracklets
@@ -17,10 +18,15 @@ def config(repo_root, tmp_path_factory):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     config = module.get_config()
-    config.data.data_dir = str(tmp_path_factory.mktemp("tfds"))
     config.data.synthetic.update(
         enabled=True, num_ids=6, tracklets_per_id=2, min_len=4, max_len=10, height=64, width=32
     )
+
+    def build(folder):
+        config.data.data_dir = str(folder)
+        datasets.ensure_built(config.data, seed=0)  # Generated and built once per run.
+
+    config.data.data_dir = str(build_once(tmp_path_factory, "datasets_mars", build))
     config.input.update(
         height=64, width=32, num_ids_per_batch=4, num_instances=2, clip_len=4, window=8, pad=2
     )
@@ -29,7 +35,7 @@ def config(repo_root, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def data(config):
-    return datasets.load(config.data, seed=0)  # generates and builds on first use
+    return datasets.load(config.data, seed=0)
 
 
 def test_load_composes_the_official_mars_gallery(data, config):

@@ -153,6 +153,7 @@ def _check_recipe(model, dataset, workdir):
     assert record["seconds"] > 0
 
 
+@pytest.mark.slow  # Two preflights of several batch sizes: the full tier.
 def test_verdicts_input_bound_then_does_not_fit(mars_sized, shared_compiles, monkeypatch, workdir):
     # A pipeline far slower than any step, with settings the verdict can raise.
     slow = {"clips_per_s": 1e-3, "clips_per_cpu_s": 1e-3, "seconds": 0.1, "image_format": "jpeg"}

@@ -35,7 +35,8 @@ def _flat_variables(state):
     return traverse_util.flatten_dict(jax.device_get(state_lib.variables_of(state)))
 
 
-@pytest.mark.parametrize("name", ["nl3d", "gltr"])
+# NL3D's two train-graph compiles take a minute on 2 cores: the full tier.
+@pytest.mark.parametrize("name", [pytest.param("nl3d", marks=pytest.mark.slow), "gltr"])
 def test_build_overlays_the_file_on_the_random_init_and_every_leaf_learns(name, tmp_path):
     state_dict = random_state_dict(torchvision_shapes((1, 1, 1, 1), width=8))
     path = tmp_path / "imagenet.npz"

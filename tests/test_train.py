@@ -40,8 +40,8 @@ def _train_steps(config, devices, batches, tx=None):
     return np.array(losses), updates
 
 
-# NL3D's compile is the longer: the full tier.
-@pytest.mark.parametrize("model", [pytest.param("nl3d", marks=pytest.mark.slow), "gltr"])
+@pytest.mark.slow  # Four train-step compiles per model: the full tier.
+@pytest.mark.parametrize("model", ["nl3d", "gltr"])
 def test_one_device_equals_four_devices(model):
     config = tiny_config(model)
     batches = random_batches(config, 3, NUM_CLASSES)
