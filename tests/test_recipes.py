@@ -1,7 +1,7 @@
 """The users' path, for every paper recipe: ImageNet-style weights written by torch and converted by
 the real converter, synthetic data in each dataset's real on-disk layout built by the real
-`data_prep` builder, `train_and_eval` through the command line, then `mode=eval` of the checkpoint
-with the weights file gone.
+`data_prep` builder, `train_and_eval` through the command line's `main` (in this process), then
+`mode=eval` of the checkpoint with the weights file gone.
 
 Each recipe runs unchanged except for size keys (frame size, P, K, clip length, steps, evaluation
 batches, backbone size, number of ranked-list pictures) and the logging interval, so that a
@@ -114,6 +114,13 @@ def _cli(args, cwd):
     return proc
 
 
+def _main(args, cwd):
+    """`python -m vreid_jax.main ARGS` in this process: the same flags, config loading and `main`
+    without a new interpreter's start (the demo, preflight and multi-host tests start one)."""
+    proc = run_command(vreid_jax.main, *args, cwd=cwd)
+    assert proc.returncode == 0, f"{' '.join(args)}\n{proc.stderr[-6000:]}"
+
+
 def _override(key, value):
     return f"--config.{key}={value}"
 
@@ -125,7 +132,6 @@ def _train_and_eval(
     returns both results.json records."""
     keys = {**SIZE_KEYS, "num_train_steps": NUM_TRAIN_STEPS, "log_every_steps": 1, **extra}
     common = [
-        "vreid_jax.main",
         "--config",
         config_arg,
         "--workdir",
@@ -134,13 +140,13 @@ def _train_and_eval(
         _override("model.pretrained", pretrained),
         *(_override(k, v) for k, v in keys.items()),
     ]
-    _cli(common, repo_root)
+    _main(common, repo_root)
     trained = json.loads((workdir / "results.json").read_text())
     if eval_checkpoint is None:
         return trained, None
     os.remove(pretrained)  # Evaluating a checkpoint needs no ImageNet file.
     evaluate_args = [_override("mode", "eval"), _override("eval.checkpoint", eval_checkpoint)]
-    _cli([*common, *evaluate_args], repo_root)
+    _main([*common, *evaluate_args], repo_root)
     evaluated = json.loads((workdir / "results.json").read_text())
     return trained, evaluated
 
@@ -326,9 +332,12 @@ def test_wrong_weights_file_stops_before_training_in_one_line(
 def test_eval_without_a_checkpoint_stops_in_one_line_before_reading_data(
     which, repo_root, tmp_path
 ):
-    args = ["--config", "configs/gltr_mars.py", "--workdir", str(tmp_path / "work")]
+    workdir = tmp_path / "work"
+    args = ["--config", "configs/gltr_mars.py", "--workdir", str(workdir)]
     args += [_override("mode", "eval"), _override("eval.checkpoint", which)]
     args += [_override("data.data_dir", tmp_path / "no_data_here")]
     proc = run_command(vreid_jax.main, *args, cwd=repo_root)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: No {which} checkpoint in ")
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: {workdir} has no checkpoints folder: train first."
+    )
