@@ -73,20 +73,19 @@ def checkpointed_workdir(workdir, model="gltr", num_classes=5, seed=0, **overrid
 
 
 def run_command(module, *args, cwd=None):
-    """Runs a command module (`vreid_jax.main`, `vreid_jax.deploy.search`, `data_prep.build`...) in
-    this process as its console script or `python -m` would, and returns a
-    `subprocess.CompletedProcess` (returncode, stdout, stderr) like a subprocess run.
+    """Runs a command module's `main` in this process as its console script (or `python -m`)
+    would, and returns what a subprocess run would: a `subprocess.CompletedProcess` with the exit
+    status, stdout and stderr.
 
-    For a module with `cli_main` (one that starts through `vreid_jax.cli.launch`), `cli_main` runs
-    with a stand-in for `launch` that does what it does but absl's `app.run`: the module's flags are
-    defined, `args` are parsed by its own flags parser (absl's default otherwise) and `main` runs
-    inside `cli._one_line_errors`. A `data_prep` command (`_define_flags(); app.run(main)`) runs the same
-    without the boundary, as it does from the command line. `sys.exit` and absl's usage errors
-    become the return code; any other exception propagates (a bug: the test shows its traceback).
-    The flags the command defined are deleted afterwards, so the next command can define its own:
-    absl's FLAGS is global. Two things of `cli.launch`/`cli.start` that would outlive the command in
-    this process are left out: the verbosity, and the malloc settings that keep freed host memory
-    (`vreid_jax.host_memory`; a test worker would then hold its peak memory until it exits).
+    The module's flags are defined, `args` parsed by absl (with the command's own flags parser,
+    which its `cli_main` hands to `cli.launch`), then `main` runs inside `cli._one_line_errors`:
+    everything `cli.launch` does but absl's `app.run`. A `data_prep` command (no `cli_main`:
+    `_define_flags(); app.run(main)`) runs without that boundary, as from the command line.
+    `sys.exit` and absl's usage errors give the exit status; any other exception propagates (a bug:
+    the test shows its traceback). Afterwards the flags the command defined are deleted (absl's
+    FLAGS is global), so the next command can define its own. Left out, as they would outlive the
+    command in this process: `launch`'s log verbosity and `cli.start`'s malloc settings
+    (`vreid_jax.host_memory`: a test worker would keep its peak memory until it exits).
     """
     import contextlib  # noqa: PLC0415
     import io  # noqa: PLC0415

@@ -79,6 +79,7 @@ def _final_params(workdir):
     return restored[0]["params"], restored[2]
 
 
+@pytest.mark.slow  # Two and a half training runs: the full tier.
 def test_resume_after_sigterm_is_exact(tmp_path, tiny_data_dir, monkeypatch):
     config = tiny_config("nl3d", **{"data.data_dir": tiny_data_dir, "mode": "train"})
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
@@ -180,6 +181,7 @@ def _logged_steps(workdir):
     return [r["step"] for r in map(json.loads, lines) if "loss" in r]
 
 
+@pytest.mark.slow  # Three training runs: the full tier.
 def test_resume_past_a_damaged_checkpoint_then_stop_when_none_is_usable(tmp_path, tiny_data_dir):
     """A damaged newest checkpoint is skipped and saved again (no crash loop), the log holds each
     step once; with no usable checkpoint the run stops instead of training from step 0."""
