@@ -239,6 +239,7 @@ def test_a_step_predicted_not_to_fit_is_reported_and_never_run(
     _apply(config, record["changes"])
 
 
+@pytest.mark.slow  # Two train-step compiles: the full tier.
 def test_cpu_prediction_counts_the_kept_heap_and_the_rewrites():
     gib = 2**30
     compiled = {"arguments": gib, "outputs": gib, "aliased": gib, "temporaries": 3 * gib}

@@ -35,8 +35,10 @@ def _flat_variables(state):
     return traverse_util.flatten_dict(jax.device_get(state_lib.variables_of(state)))
 
 
-# NL3D's two train-graph compiles take a minute on 2 cores: the full tier.
-@pytest.mark.parametrize("name", [pytest.param("nl3d", marks=pytest.mark.slow), "gltr"])
+# Two train-graph compiles per model: the full tier (whose recipe tests also train from converted
+# weights and check that every leaf gets a gradient).
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["nl3d", "gltr"])
 def test_build_overlays_the_file_on_the_random_init_and_every_leaf_learns(name, tmp_path):
     state_dict = random_state_dict(torchvision_shapes((1, 1, 1, 1), width=8))
     path = tmp_path / "imagenet.npz"
