@@ -43,8 +43,8 @@ def pytest_addoption(parser):
 def pytest_collection_modifyitems(config, items):
     """Two tiers (README, "Run the tests"). Without --full, the tests marked slow are skipped: the
     fast tier, in process, for every change. With --full they run too, and go first: with `-n 2`
-    the long ones then overlap with the many short ones instead of leaving one worker running the
-    last alone."""
+    (and `--dist=worksteal`, pyproject.toml) the long ones then overlap with the many short ones
+    instead of leaving one worker running the last alone."""
     if not config.getoption("--full"):
         skip = pytest.mark.skip(reason="full tier: run with --full")
         for item in items:
