@@ -213,7 +213,7 @@ def eval_clip_batches(
 
     ds = _from_batches(batches, signature)
     ds = ds.map(decode, num_parallel_calls=_parallelism(cfg), deterministic=True)
-    return _finish(ds.batch(batch_size, drop_remainder=True), cfg, autotune=False), num_batches
+    return _finish(ds.batch(batch_size, drop_remainder=True), cfg), num_batches
 
 
 def eval_frame_batches(
@@ -284,7 +284,7 @@ def eval_frame_batches(
 
     ds = _from_batches(batches, signature)
     ds = ds.map(decode, num_parallel_calls=_parallelism(cfg), deterministic=True)
-    return _finish(ds.batch(batch_size, drop_remainder=True), cfg, autotune=False), num_batches
+    return _finish(ds.batch(batch_size, drop_remainder=True), cfg), num_batches
 
 
 def check_frame_size(
@@ -324,14 +324,14 @@ def _parallelism(cfg) -> int:
     return tf.data.AUTOTUNE if cfg.num_parallel_calls < 0 else cfg.num_parallel_calls
 
 
-def _finish(ds: tf.data.Dataset, cfg, *, autotune: bool = True) -> Iterator[dict]:
+def _finish(ds: tf.data.Dataset, cfg) -> Iterator[dict]:
     options = tf.data.Options()
-    # The evaluation pipelines run without the autotuner. Its thread sleeps for a period that
-    # doubles from 10 ms, and deleting an iterator waits for the current sleep to end, which held
-    # up the end of every evaluation (benchmarks/README.md, "Evaluation throughput"). There,
-    # AUTOTUNE parallelism (`config.input.num_parallel_calls=-1`) is one call per input thread.
-    # Training keeps it: its one iterator lives as long as the run.
-    options.autotune.enabled = autotune
+    # No pipeline runs tf.data's autotuner. Its thread sleeps for a period that doubles from 10 ms
+    # up to a minute, and deleting an iterator waits for the current sleep to end: that held up
+    # the end of every evaluation (benchmarks/README.md, "Evaluation throughput") and the exit of
+    # every training run, by up to a minute after its final report. AUTOTUNE parallelism
+    # (`config.input.num_parallel_calls=-1`) is then one call per input thread.
+    options.autotune.enabled = False
     if cfg.threadpool_size > 0:
         options.threading.private_threadpool_size = cfg.threadpool_size
     ds = ds.with_options(options).prefetch(cfg.prefetch)
