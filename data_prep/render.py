@@ -162,7 +162,11 @@ class _Layers:
     def compose(self, camera: Camera) -> np.ndarray:
         """Returns uint8 [T, H, W, 3] frames in the camera's colours."""
         table = _to_uint8(np.stack(self.colours) * camera.gain)
-        return np.where(self.label[..., None] == 0, camera.picture, table[self.label])
+        frames = np.empty(self.label.shape + (3,), np.uint8)
+        frames[:] = camera.picture
+        painted = self.label != 0  # Only these pixels are looked up (a person is a fifth of them).
+        frames[painted] = table[self.label[painted]]
+        return frames
 
 
 def _accent_mask(ident: Identity, yy, xx, top_y, cx, unit):
