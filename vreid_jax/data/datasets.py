@@ -126,7 +126,9 @@ def load(
     """
     name = data_config.name
     data_dir = ensure_built(data_config, seed=seed, process_index=process_index)
-    from data_prep import reader  # noqa: PLC0415  (TFDS only when data is actually read)
+    import tensorflow as tf  # noqa: PLC0415  (TensorFlow and TFDS only when data is read)
+
+    from data_prep import reader  # noqa: PLC0415
 
     split_index = data_config.split
 
@@ -146,7 +148,12 @@ def load(
             ds = reader.read_split(name, data_dir, split_name, split_index=split_index)
             if drop_junk:
                 ds = ds.filter(lambda example: ~example["is_junk"])
-            return ds
+            # Without tf.data's autotuner, as every pipeline of `vreid_jax.data.pipeline`: a
+            # streamed split's reader lives from one evaluation to the next, and deleting it
+            # waited for the autotuner's current sleep, which doubles up to a minute.
+            options = tf.data.Options()
+            options.autotune.enabled = False
+            return ds.with_options(options)
 
         return columns, open_split
 
