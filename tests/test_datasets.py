@@ -2,6 +2,7 @@
 
 import importlib.util
 import inspect
+import io
 
 import numpy as np
 import pytest
@@ -107,6 +108,23 @@ def test_streamed_frames_refuse_shards_that_disagree_with_their_metadata():
     )
     with pytest.raises(ValueError, match="the shards end after 1 tracklets"):
         short[1]
+
+
+def test_a_streamed_index_reads_its_frame_size_once():
+    """Each evaluation checks the frame size; a streamed split must not pay a pass for it each time."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 64)).save(buffer, format="JPEG")
+    examples = [{"tracklet_key": key.encode(), "frames": [buffer.getvalue()]} for key in "ab"]
+    passes = []
+
+    def open_split():
+        passes.append(1)
+        return iter(examples)
+
+    frames = tracklets.StreamedFrames(open_split, np.array(["a", "b"]), np.array([1, 1]), "q")
+    index = tracklets.TrackletIndex(frames, [1, 2], [-1, -1], [0, 1], [1, 1], ["a", "b"])
+    assert index.frame_size() == (64, 32) and index.frame_size() == (64, 32)
+    assert len(passes) == 1
 
 
 def test_preview_writes_a_contact_sheet(data, config, tmp_path):

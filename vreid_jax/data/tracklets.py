@@ -122,6 +122,9 @@ class TrackletIndex:
     lengths: np.ndarray
     keys: np.ndarray
     label_counts: np.ndarray | None = None
+    # frame_size()'s answer: a streamed index would otherwise open a second pass over its shards at
+    # every evaluation (one to read the sizes, one to read the frames from row 0).
+    _frame_size: dict = dataclasses.field(default_factory=dict, init=False, compare=False)
 
     def __post_init__(self):
         self.pids = np.asarray(self.pids, np.int64).reshape(-1)
@@ -237,6 +240,11 @@ class TrackletIndex:
         """
         if not len(self):
             raise ValueError("frame_size() of an empty TrackletIndex.")
+        if max_tracklets not in self._frame_size:
+            self._frame_size[max_tracklets] = self._smallest_frame_size(max_tracklets)
+        return self._frame_size[max_tracklets]
+
+    def _smallest_frame_size(self, max_tracklets: int) -> tuple[int, int]:
         count = min(max_tracklets, len(self))
         rows = (
             np.linspace(0, len(self) - 1, count).astype(int) if self.random_access else range(count)
