@@ -31,7 +31,8 @@ from vreid_jax.models import registry, resnet
 
 
 class PretrainedWeightsError(UserError):
-    """A weights file that is unreadable, not a torchvision ResNet, or not the configured one."""
+    """A weights file that is unreadable, not the network it should be (a torchvision ResNet, a CLIP
+    ViT), or not the configured one."""
 
 
 _BN_LEAVES = {
