@@ -225,3 +225,23 @@ def test_ssp_and_classifiers_do_not_run_at_eval(setup):
     # 'after': the first two necks' outputs.
     after = _flax_model(neck_feat="after").apply(s["variables"], nhwc, cameras)
     assert after.shape == (B, 64 + 128)
+
+
+def test_ssp_dropout_acts_on_the_memory_logits_only(setup):
+    """TF-CLIP trains with SSP's dropout 0.1 (its only dropout): the loop must pass a 'dropout'
+    rng; the other outputs do not depend on it."""
+    s = setup
+    nhwc, cameras, memory = _inputs(s)
+    plain, _ = _train_apply(s["model"], s["variables"], nhwc, cameras, memory)
+    dropped, _ = _flax_model(ssp_dropout=0.1).apply(
+        s["variables"],
+        nhwc,
+        cameras,
+        memory,
+        True,
+        mutable=["batch_stats"],
+        rngs={"dropout": jax.random.key(0)},
+    )
+    np.testing.assert_array_equal(dropped.id_logits[0], plain.id_logits[0])
+    np.testing.assert_array_equal(dropped.frame_logits, plain.frame_logits)
+    assert np.abs(np.asarray(dropped.memory_logits - plain.memory_logits)).max() > 1e-3
