@@ -70,6 +70,18 @@ def create_learning_rate_fn(config, steps_per_epoch: int) -> optax.Schedule:
     return optax.join_schedules([warmup, main], [warmup_steps])
 
 
+def adam_l2_direction(
+    weight_decay: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
+) -> optax.GradientTransformation:
+    """torch.optim.Adam's update direction before the learning rate: the L2 term wd * w joins the
+    gradient, then the bias-corrected moments (coupled decay). Scale by -lr to get the update.
+    The same two transforms as `create_optimizer`'s 'adam' (kept unnested there, so that its
+    checkpoints' optimizer state keeps its tree)."""
+    return optax.chain(
+        optax.add_decayed_weights(weight_decay), optax.scale_by_adam(b1=b1, b2=b2, eps=eps)
+    )
+
+
 def create_optimizer(
     config, steps_per_epoch: int
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
