@@ -138,6 +138,21 @@ def get_config(arg=None):
     config.model.gltr_frame_dim = 128
     # GLTR: DTP dilations; the identity branch is always concatenated (official code: 1, 2, 3).
     config.model.gltr_dilations = (1, 2, 3)
+    # TF-CLIP (`configs/tfclip_mars.py`): the CLIP ViT image encoder (ViT-B/16: width 768, 12
+    # layers, 12 heads, 16-pixel patches, 512-d projection; `config.model.pretrained` is then a
+    # `.npz` from `python -m vreid_jax.models.convert_clip` for the configured frame size), the
+    # camera embedding (one vector per camera, `sie_coe` times it added to the class token), SSP's
+    # dropout and the evaluation descriptor ('before' the BNNecks, 2048-d for ViT-B/16, or 'after').
+    config.model.tfclip = ml_collections.ConfigDict()
+    config.model.tfclip.width = 768
+    config.model.tfclip.layers = 12
+    config.model.tfclip.heads = 12
+    config.model.tfclip.patch_size = 16
+    config.model.tfclip.output_dim = 512
+    config.model.tfclip.num_cameras = 6  # Cameras of the training set (MARS: 6).
+    config.model.tfclip.sie_coe = 1.0
+    config.model.tfclip.ssp_dropout = 0.1
+    config.model.tfclip.neck_feat = "before"
 
     # ---------------------------------------------------------------- loss
     config.loss = ml_collections.ConfigDict()

@@ -52,9 +52,15 @@ def make(model: str, dataset: str, arg: str | None):
         config.input.clip_len = 16
         config.input.train_sampler = "consecutive"
         config.eval.frame_batch_size = 256
+    elif model == "tfclip":
+        _tfclip(config, dataset)
     else:
-        raise ValueError(f"Unknown model {model!r}; expected 'nl3d' or 'gltr'.")
+        raise ValueError(f"Unknown model {model!r}; expected 'nl3d', 'gltr' or 'tfclip'.")
 
+    if model == "tfclip":
+        if args.official:
+            raise UserError("tfclip:official: the TF-CLIP recipe is already the official one.")
+        return config
     if dataset in names.MULTI_SPLIT:
         # 150 (iLIDS-VID) / 89 (PRID-2011) train ids: smaller P keeps several batches per epoch.
         config.input.num_ids_per_batch = 8
@@ -106,3 +112,66 @@ def _official_training(config, model: str) -> None:
     config.eval.distance = "euclidean"
     config.eval.gallery = "official"
     config.eval.ap_mode = "trapezoid"
+
+
+def _tfclip(config, dataset: str) -> None:
+    """TF-CLIP's official recipe (`AsuradaYuci/TF-CLIP`, `configs/vit_clipreid.yml` and
+    `config/defaults.py`; stage 2, the only stage its training runs)."""
+    if dataset != "mars":
+        raise UserError(
+            f"tfclip_{dataset}: only the MARS recipe of TF-CLIP exists yet (configs/tfclip_mars.py); "
+            "the LS-VID, iLIDS-VID, PRID-2011 and DukeMTMC-VideoReID recipes are not supported yet."
+        )
+    # OpenAI's ViT-B/16 (MODEL.NAME 'ViT-B-16', STRIDE_SIZE 16), converted for 256x128 frames
+    # (INPUT.SIZE_TRAIN / SIZE_TEST) by `python -m vreid_jax.models.convert_clip`.
+    config.model.pretrained = "ViT-B-16.npz"
+    config.model.tfclip.update(
+        width=768, layers=12, heads=12, patch_size=16, output_dim=512, num_cameras=6
+    )
+    config.model.tfclip.sie_coe = 1.0  # SIE_CAMERA True, SIE_COE 1.0.
+    config.model.tfclip.neck_feat = "before"  # TEST.NECK_FEAT: the 2048-d descriptor.
+    config.input.height, config.input.width = 256, 128
+    # IMS_PER_BATCH 16 = 4 identities x NUM_INSTANCE 4 tracklets of SEQ_LEN 8 frames, drawn by
+    # restricted random sampling ('rrs_train': one random frame in each of 8 equal chunks).
+    config.input.num_ids_per_batch = 4
+    config.input.num_instances = 4
+    config.input.clip_len = 8
+    config.input.train_sampler = "restricted"
+    # RandomIdentitySampler: an epoch is every identity's groups of K tracklets (torchreid's).
+    config.input.epoch = "tracklet"
+    # RectScale, horizontal flip 0.5, random erasing 0.5 (the official code erases per frame,
+    # here per clip), no padding; ImageNet normalisation (the official transforms').
+    config.input.flip = True
+    config.input.pad = 0
+    config.input.random_erasing = 0.5
+    config.input.resize = "bilinear"
+    # Loss: ID_LOSS_WEIGHT 0.25 (on each of three heads), TRIPLET_LOSS_WEIGHT 1.0 (margin 0.3,
+    # Euclidean, on three features), label smoothing 0.1; the video-to-memory (1.0) and frame (1/T)
+    # terms are fixed (`training/kinds.TFClipTraining`).
+    config.loss.ce_weight = 0.25
+    config.loss.triplet_weight = 1.0
+    config.loss.triplet_margin = 0.3
+    config.loss.triplet_distance = "euclidean"
+    config.loss.label_smoothing = 0.1
+    # Adam (coupled L2) BASE_LR 5e-6, WEIGHT_DECAY = WEIGHT_DECAY_BIAS 1e-4, bias lr x2,
+    # classifier_proj_temp lr x10 (`training/tfclip_optim.py`); WarmupMultiStepLR: linear warm-up
+    # from 0.1x over 10 epochs, x0.1 at epochs 30, 50, 70; 80 epochs (MAX_EPOCHS).
+    config.optim.name = "adam"
+    config.optim.learning_rate = 5e-6
+    config.optim.weight_decay = 1e-4
+    config.schedule.name = "multistep"
+    config.schedule.warmup_epochs = 10.0
+    config.schedule.milestones_epochs = (30, 50, 70)
+    config.schedule.decay_rate = 0.1
+    config.num_epochs = 80
+    # Every frame in chunks of 8 (the official 'dense' test), descriptors averaged per tracklet;
+    # FEAT_NORM 'yes', Euclidean; TF-CLIP's MARS gallery is the stored gallery without the
+    # queries (`datasets/set/mars.py`): `gallery='torchreid'`.
+    config.eval.batch_size = 32
+    config.eval.aggregate = "mean"
+    config.eval.normalize_features = True
+    config.eval.distance = "euclidean"
+    config.eval.gallery = "torchreid"
+    config.eval.ap_mode = "standard"
+    # EVAL_PERIOD 2 epochs: about 1,000 steps on MARS (about 2,000 groups of 4 / 4 ids a step).
+    config.eval_every_steps = 1000

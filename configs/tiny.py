@@ -54,6 +54,15 @@ def get_config(arg=None):
     config.eval.num_ranked_queries = 2
     config.eval.ranked_top_k = 4
 
+    if args.model == "tfclip":
+        # A 2-layer width-64 CLIP ViT, random (no `pretrained`), TF-CLIP's own optimizer and
+        # schedule (which it requires) with warm-up over the first epoch.
+        config.model.tfclip.update(width=64, layers=2, heads=4, output_dim=64)
+        config.schedule.name = "multistep"
+        config.schedule.warmup_epochs = 1.0
+        config.schedule.milestones_epochs = (30, 50, 70)
+        config.input.train_sampler = "restricted"
+
     config.num_train_steps = 6
     config.log_every_steps = 1
     config.eval_every_steps = 1000

@@ -26,6 +26,7 @@ BAD_CHOICES = [
     ("model.max_pool_ties", "last"),
     ("model.temporal_padding", "reflect"),
     ("model.temporal_init", "zeros"),
+    ("model.tfclip.neck_feat", "middle"),
     ("loss.triplet_distance", "manhattan"),
     ("optim.name", "lamb"),
     ("schedule.name", "cosine"),
@@ -109,6 +110,10 @@ def test_every_choice_key_of_the_default_config_is_tested():
         ),
         ({"model.temporal_kernel": 2}, "config.model.temporal_kernel"),
         ({"model.stage_sizes": (1, 1, 1)}, "config.model.stage_sizes"),
+        ({"model.tfclip.heads": 5}, "config.model.tfclip.width=768 is not a multiple"),
+        ({"model.tfclip.output_dim": 100}, "config.model.tfclip.output_dim=100 must be a multiple"),
+        ({"model.tfclip.num_cameras": 0}, "config.model.tfclip.num_cameras=0 must be a positive"),
+        ({"model.tfclip.ssp_dropout": 1.0}, "config.model.tfclip.ssp_dropout=1.0"),
     ],
 )
 def test_other_rules_name_the_key(overrides, message):

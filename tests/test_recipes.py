@@ -27,7 +27,8 @@ import vreid_jax.main
 from data_prep import names
 from vreid_jax import checkpoint, config_lib, models
 from vreid_jax.evaluation.metrics import SUMMARY_KEYS
-from vreid_jax.training import loop
+from vreid_jax.models import registry, tfclip
+from vreid_jax.training import kinds, loop
 from vreid_jax.training import state as state_lib
 
 torch = pytest.importorskip("torch")
@@ -75,7 +76,12 @@ def converted_weights(tmp_path_factory, repo_root):
         torch.manual_seed(0)
         net = TorchResNet(BACKBONE["stage_sizes"], BACKBONE["width"], num_classes=1000)
         torch.save(net.state_dict(), folder / "resnet_tiny.pth")
-        args = ["--torch_checkpoint", folder / "resnet_tiny.pth", "--out", folder / "resnet_tiny.npz"]
+        args = [
+            "--torch_checkpoint",
+            folder / "resnet_tiny.pth",
+            "--out",
+            folder / "resnet_tiny.npz",
+        ]
         proc = _cli(["vreid_jax.models.convert_resnet50", *map(str, args)], repo_root)
         assert "bottleneck ResNet with stages (1, 1, 1, 1) and width 8" in proc.stdout
 
@@ -176,17 +182,22 @@ def _assert_learned(workdir, name):
         "clips": rng.integers(0, 256, (p * k, *clip, 3), dtype=np.uint8),
         "labels": np.repeat(np.arange(p) % meta["num_classes"], k).astype(np.int32),
     }
+    if registry.spec(model_config.name).takes_cameras:
+        batch["cameras"] = (np.arange(p * k) % model_config.tfclip.num_cameras).astype(np.int32)
     grads_fn = functools.partial(
         loop.loss_and_grads,
         model=model,
         loss_config=ml_collections.ConfigDict(config["loss"]),
         seed=0,
+        loss=kinds.kind_for(model_config.name).loss,
     )
     grads = jax.jit(grads_fn)(state, batch)[3]
+    # TF-CLIP's BNNeck biases are frozen, as in the official code (`models.tfclip.is_frozen`).
+    frozen = tfclip.is_frozen if model_config.name == "tfclip" else lambda path: False
     dead = [
         "/".join(key)
         for key, g in traverse_util.flatten_dict(jax.device_get(grads)).items()
-        if not np.any(g != 0)
+        if not np.any(g != 0) and not frozen(key)
     ]
     assert not dead, f"{name}: no gradient reaches {dead}"
 
@@ -343,3 +354,81 @@ def test_eval_without_a_checkpoint_stops_in_one_line_before_reading_data(
     assert proc.stderr.strip().splitlines()[-1] == (
         f"error: {workdir} has no checkpoints folder: train first."
     )
+
+
+# ------------------------------------------------------------------------------------ TF-CLIP
+
+# A 2-layer width-64 CLIP ViT (4 heads, 16-pixel patches, 64-d projection: SSP's one head) on the
+# recipes' 64x32 frames, T = 4.
+CLIP = dict(width=64, layers=2, heads=4, patch_size=16, output_dim=64)
+TFCLIP_KEYS = {
+    **SIZE_KEYS,
+    **{f"model.tfclip.{k}": v for k, v in CLIP.items()},
+    # TF-CLIP's BASE_LR 5e-6 (x0.1 in its warm-up) moves a random-headed tiny model too little
+    # for the loss to show it in 14 steps; everything else is the recipe's.
+    "optim.learning_rate": 1e-4,
+    # The test-size MARS (8 gallery tracklets) has no cross-camera match for any query in the
+    # stored gallery alone (the recipe's TF-CLIP gallery): its queries join the gallery here.
+    "eval.gallery": "official",
+}
+
+
+@pytest.fixture(scope="session")
+def converted_clip(tmp_path_factory, repo_root):
+    """An OpenAI-layout TorchScript archive written by torch (`torch.jit.save` of a scripted tiny
+    CLIP with `visual.*`, text keys and scalar buffers, at the pretrained 14x14 grid), converted
+    for 64x32 frames by `python -m vreid_jax.models.convert_clip`, once per run."""
+    torch_clip = importlib.import_module("torch_clip")
+
+    def convert(folder):
+        visual = torch_clip.VisionTransformer(
+            (14, 14), CLIP["patch_size"], CLIP["width"], CLIP["layers"], CLIP["heads"],
+            CLIP["output_dim"],
+        )  # fmt: skip
+        torch_clip.randomize_(visual, 0).eval()
+        archive = folder / "ViT-tiny.pt"
+        torch.jit.save(torch.jit.script(torch_clip.ClipArchive(visual)), str(archive))
+        args = ["--weights", archive, "--out", folder / "ViT-tiny.npz", "--height", 64]
+        _cli(["vreid_jax.models.convert_clip", *map(str, [*args, "--width", 32])], repo_root)
+
+    return str(build_once(tmp_path_factory, "openai_clip", convert) / "ViT-tiny.npz")
+
+
+def test_tfclip_recipe_config_validates_and_other_datasets_fail_loudly():
+    module = importlib.import_module("configs.tfclip_mars")
+    config = module.get_config()
+    config_lib.validate(config)
+    assert (config.model.name, config.data.name, config.eval.gallery) == (
+        "tfclip",
+        "mars",
+        "torchreid",
+    )
+    assert (config.optim.learning_rate, config.input.clip_len, config.num_epochs) == (5e-6, 8, 80)
+    from configs import recipe  # noqa: PLC0415
+
+    with pytest.raises(config_lib.UserError, match="not supported yet"):
+        recipe.make("tfclip", "lsvid", None)
+
+
+@pytest.mark.slow
+def test_tfclip_recipe_trains_from_a_converted_torchscript_archive_and_evaluates_its_checkpoint(
+    converted_clip, built_data, repo_root, tmp_path
+):
+    pretrained = tmp_path / "ViT.npz"
+    shutil.copyfile(converted_clip, pretrained)
+    workdir = tmp_path / "work"
+    trained, evaluated = _train_and_eval(
+        "configs/tfclip_mars.py", workdir, built_data("mars"), str(pretrained), repo_root,
+        **TFCLIP_KEYS,
+    )  # fmt: skip
+    assert trained["dataset"] == "mars" and trained["model"] == "tfclip"
+    assert trained["protocol"].startswith("mars-official,")
+    assert trained["step"] == NUM_TRAIN_STEPS
+    _assert_same_metrics(trained, evaluated)
+    _assert_learned(workdir, "tfclip_mars")
+    # The CLIP-Memory, computed before the first step, is in the checkpoint: one row per identity.
+    with checkpoint.Checkpointer(str(workdir / "checkpoints")) as ckpt:
+        saved, meta, _ = ckpt.restore(None)
+    memory = saved["batch_stats"]["clip_memory"]
+    assert memory.shape == (meta["num_classes"], CLIP["output_dim"])
+    assert np.all(np.isfinite(memory)) and np.all(np.linalg.norm(memory, axis=1) > 0)

@@ -15,7 +15,7 @@ from helpers import random_batches, tiny_config
 from data_prep import locks
 from vreid_jax import checkpoint, errors, logging_utils, models, parallel, run
 from vreid_jax.data import pipeline
-from vreid_jax.training import loop, optim
+from vreid_jax.training import loop, losses, optim
 from vreid_jax.training import state as state_lib
 
 NUM_CLASSES = 6
@@ -127,13 +127,13 @@ def test_missing_dataset_is_a_clear_error(tmp_path):
 
 def test_nonfinite_loss_stops_naming_the_step(tmp_path, tiny_data_dir, monkeypatch):
     config = tiny_config("nl3d", **{"data.data_dir": tiny_data_dir, "mode": "train"})
-    real_loss = loop.losses.total_loss
+    real_loss = losses.total_loss
 
     def nan_loss(features, logits, labels, loss_config, mask=None):
         loss, terms = real_loss(features, logits, labels, loss_config, mask)
         return loss * jax.numpy.where(labels.shape[0] > 0, np.nan, 1.0), terms
 
-    monkeypatch.setattr(loop.losses, "total_loss", nan_loss)
+    monkeypatch.setattr(losses, "total_loss", nan_loss)  # The standard training kind's.
     with pytest.raises(loop.NonFiniteLossError, match="step 1"):
         loop.train_and_evaluate(config, str(tmp_path))
     assert checkpoint.Checkpointer(str(tmp_path / "checkpoints")).latest_step() is None

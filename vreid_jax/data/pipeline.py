@@ -45,6 +45,7 @@ def train_batches(
     seed: int,
     start_step: int,
     shrink_ids_to_dataset: bool = False,
+    with_cameras: bool = False,
     process_index: int = 0,
     process_count: int = 1,
 ) -> Iterator[dict]:
@@ -61,12 +62,14 @@ def train_batches(
       shrink_ids_to_dataset: if True, a dataset with fewer identities than `num_ids_per_batch`
         gets batches of all its identities (P shrunk to them) with a warning instead of an error
         (for tools that only look at a few clips).
+      with_cameras: batches also carry each clip's 0-based camera (`'cameras'`, int32), for the
+        models that take them (`ModelSpec.takes_cameras`).
       process_index: this process.
       process_count: number of processes; must divide `num_ids_per_batch`.
 
     Yields:
       {'clips': uint8 [P_local * K, T, H, W, 3] pixels, 'labels': int32 [P_local * K],
-       'pids': int64 [P_local * K]}.
+       'pids': int64 [P_local * K]} (and 'cameras': int32 [P_local * K] `with_cameras`).
     """
     cfg = input_config
     label_counts = index.training_label_counts()
@@ -109,12 +112,15 @@ def train_batches(
                 )
                 frames.append([index.frames[row][f] for f in chosen])
                 seeds.append(sampling.augment_seed(seed, step, lane, k))
-            yield {
+            batch = {
                 "frames": np.array(frames, dtype=object),
                 "label": index.labels[rows].astype(np.int32),
                 "pid": index.pids[rows],
                 "seed": np.stack(seeds),
             }
+            if with_cameras:
+                batch["camid"] = index.camids[rows].astype(np.int32)
+            yield batch
 
     signature = {
         "frames": tf.TensorSpec([batch_size, cfg.clip_len], tf.string),
@@ -122,6 +128,8 @@ def train_batches(
         "pid": tf.TensorSpec([batch_size], tf.int64),
         "seed": tf.TensorSpec([batch_size, 2], tf.int64),
     }
+    if with_cameras:
+        signature["camid"] = tf.TensorSpec([batch_size], tf.int32)
 
     def decode_and_augment(example):
         clip = augment.decode_clip(
@@ -130,7 +138,10 @@ def train_batches(
         clip = augment.augment_clip(
             clip, example["seed"], flip=cfg.flip, pad=cfg.pad, random_erasing=cfg.random_erasing
         )
-        return {"clips": clip, "labels": example["label"], "pids": example["pid"]}
+        out = {"clips": clip, "labels": example["label"], "pids": example["pid"]}
+        if with_cameras:
+            out["cameras"] = example["camid"]
+        return out
 
     ds = _from_batches(batches, signature)
     ds = ds.map(decode_and_augment, num_parallel_calls=_parallelism(cfg), deterministic=True)
@@ -161,7 +172,8 @@ def eval_clip_batches(
 
     Returns:
       (iterator, num_batches). Each batch: {'clips': uint8 [batch_size, T, H, W, 3],
-      'tracklet': int32 [batch_size] (row of `index`, -1 for padding), 'mask': bool [batch_size]}.
+      'tracklet': int32 [batch_size] (row of `index`, -1 for padding), 'cameras': int32
+      [batch_size] (the tracklet's 0-based camid, 0 for padding), 'mask': bool [batch_size]}.
       Global batch b (processes in order) holds clips [b n B, (b + 1) n B) of the tracklet-ordered
       clip list, so only the last global batches carry padding.
     """
@@ -188,12 +200,14 @@ def eval_clip_batches(
                     dtype=object,
                 ),
                 "tracklet": rows.astype(np.int32),
+                "cameras": np.where(mask, index.camids[np.maximum(rows, 0)], 0).astype(np.int32),
                 "mask": mask,
             }
 
     signature = {
         "frames": tf.TensorSpec([batch_size, clip_len], tf.string),
         "tracklet": tf.TensorSpec([batch_size], tf.int32),
+        "cameras": tf.TensorSpec([batch_size], tf.int32),
         "mask": tf.TensorSpec([batch_size], tf.bool),
     }
 
@@ -208,6 +222,7 @@ def eval_clip_batches(
         return {
             "clips": clip,
             "tracklet": example["tracklet"],
+            "cameras": example["cameras"],
             "mask": example["mask"],
         }
 

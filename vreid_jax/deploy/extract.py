@@ -84,9 +84,11 @@ def extract(trained_model, tracklets, *, progress: bool = True):
     import tqdm  # noqa: PLC0415
 
     from vreid_jax.deploy.tracks import sources  # noqa: PLC0415
+    from vreid_jax.deploy.trained_model import require_no_cameras  # noqa: PLC0415
     from vreid_jax.evaluation import features  # noqa: PLC0415
 
     t = trained_model
+    require_no_cameras(t, "vreid-extract")
     extractor = features.extractor_for(t.model, t.config, t.mesh)
     bars = []
 
@@ -113,7 +115,9 @@ def main(argv):
     from vreid_jax.deploy import trained_model  # noqa: PLC0415
     from vreid_jax.deploy.tracks import feature_file  # noqa: PLC0415
 
-    model = trained_model.load(FLAGS.workdir, FLAGS.checkpoint)  # First: a wrong workdir fails fast.
+    model = trained_model.load(
+        FLAGS.workdir, FLAGS.checkpoint
+    )  # First: a wrong workdir fails fast.
     tracklets = read_tracklets(
         FLAGS.tracklets,
         FLAGS.frames,

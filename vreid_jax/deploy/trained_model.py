@@ -55,6 +55,18 @@ class TrainedModel:
         }
 
 
+def require_no_cameras(trained: TrainedModel, command: str) -> None:
+    """Raises UserError for a model that takes camera ids (`ModelSpec.takes_cameras`, TF-CLIP):
+    `command` on your own tracklets needs a rule for cameras the model never saw, not defined
+    yet."""
+    if registry.spec(trained.config.model.name).takes_cameras:
+        raise errors.UserError(
+            f"{command} of a {trained.config.model.name} model is not supported yet: it takes "
+            "camera ids, and the rule for your own cameras (the mean camera embedding, or none) "
+            "is not defined yet. `--config.mode=eval` of the checkpoint works."
+        )
+
+
 def checkpoint_location(
     which: str, workdir: str, what: str = "--checkpoint"
 ) -> tuple[str, int | str | None]:
@@ -111,11 +123,7 @@ def load(
     if not os.path.isdir(ckpt_dir):
         raise checkpoint.NoCheckpointError(
             f"{workdir} has no checkpoints folder: train first"
-            + (
-                f", or use one split's workdir ({workdir}/split_N)."
-                if config.eval.splits
-                else "."
-            )
+            + (f", or use one split's workdir ({workdir}/split_N)." if config.eval.splits else ".")
         )
     with checkpoint.Checkpointer(ckpt_dir) as ckpt:
         step = resolve_step(ckpt, step, which)

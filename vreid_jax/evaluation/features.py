@@ -30,15 +30,23 @@ from jax.experimental import multihost_utils
 
 from vreid_jax import parallel
 from vreid_jax.data import pipeline, pixels
+from vreid_jax.errors import UserError
 from vreid_jax.models import registry
 
 # ----------------------------------------------------------------------------- compiled functions
 # Module-level and pure, so that tests can count their traces (`chex.assert_max_traces`).
 
 
-def clip_features(model, variables, clips):
-    """Features `[B, D]` of uint8 clips `[B, T, H, W, 3]`."""
-    return model.apply(variables, pixels.normalize(clips), train=False)[0]
+def clip_features(model, variables, clips, *cameras):
+    """Features `[B, D]` of uint8 clips `[B, T, H, W, 3]` (and, for a model that takes cameras
+    (`ModelSpec.takes_cameras`), their cameras `[B]`)."""
+    inputs = {"cameras": cameras[0]} if cameras else {}
+    return model.apply(variables, pixels.normalize(clips), train=False, **inputs)[0]
+
+
+def clip_method(model, method: str, variables, clips):
+    """`model.<method>` of uint8 clips `[B, T, H, W, 3]` (e.g. TF-CLIP's `memory_features`)."""
+    return model.apply(variables, pixels.normalize(clips), method=method)
 
 
 def frame_features(model, variables, frames):
@@ -114,9 +122,20 @@ class ClipAverage:
             ),
         )
 
-    def __init__(self, model, config, mesh):
-        self.config, self.mesh = config, mesh
-        self._clips = _jit(functools.partial(clip_features, model), mesh, num_batched=1)
+    def __init__(self, model, config, mesh, *, method: str | None = None):
+        """`method`: instead of the model's features, the mean over each tracklet's clips of
+        `model.<method>(clips)` (no cameras)."""
+        self.config, self.mesh, self._model = config, mesh, model
+        self._aggregate = config.eval.aggregate
+        if method is None:
+            self._array_keys = ("clips",)
+            if registry.spec(config.model.name).takes_cameras:
+                self._array_keys = ("clips", "cameras")
+            fn = functools.partial(clip_features, model)
+        else:
+            self._array_keys, self._aggregate = ("clips",), "mean"
+            fn = functools.partial(clip_method, model, method)
+        self._clips = _jit(fn, mesh, num_batched=len(self._array_keys))
         self._batch = _process_batch(config.eval.batch_size, mesh, "config.eval.batch_size")
 
     def lowered(self, variables) -> dict:
@@ -124,8 +143,12 @@ class ClipAverage:
         global input shape for `variables` (arrays or `ShapeDtypeStruct`s); for sizing it
         (`vreid_jax.training.preflight`) without running it."""
         cfg = self.config.input
-        shape = (self.config.eval.batch_size, cfg.clip_len, cfg.height, cfg.width, 3)
-        return {"clip_features": self._clips.lower(variables, _batched(shape, "uint8", self.mesh))}
+        batch = self.config.eval.batch_size
+        shape = (batch, cfg.clip_len, cfg.height, cfg.width, 3)
+        inputs = [_batched(shape, "uint8", self.mesh)]
+        if "cameras" in self._array_keys:
+            inputs.append(_batched((batch,), "int32", self.mesh))
+        return {"clip_features": self._clips.lower(variables, *inputs)}
 
     def __call__(self, variables, index, *, any_frame_size=False, progress=None) -> np.ndarray:
         """Features [num_tracklets, D] of every tracklet in `index`, in index order.
@@ -134,6 +157,8 @@ class ClipAverage:
         once with the number of batches, and returns a callback called after each batch.
         """
         cfg = self.config
+        if "cameras" in self._array_keys:
+            check_cameras(self._model, index, "evaluation")
         batches, num_batches = pipeline.eval_clip_batches(
             index,
             cfg.input,
@@ -144,8 +169,8 @@ class ClipAverage:
             any_frame_size=any_frame_size,
         )
         fn = functools.partial(self._clips, variables)
-        pooled = _Pooled(len(index), cfg.eval.aggregate)
-        _run_batches(fn, batches, num_batches, self.mesh, ("clips",), pooled.add, progress)
+        pooled = _Pooled(len(index), self._aggregate)
+        _run_batches(fn, batches, num_batches, self.mesh, self._array_keys, pooled.add, progress)
         return pooled.result()
 
 
@@ -297,6 +322,17 @@ def extractor_for(model, config, mesh):
     """The extractor the registry declares for `config.model.name`, compiled for `mesh`; reuse it
     across evaluations (no recompiles)."""
     return kind_for(config.model.name)(model, config, mesh)
+
+
+def check_cameras(model, index, what: str) -> None:
+    """Raises UserError when a tracklet of `index` has a camera the model has no embedding for
+    (a model that takes cameras has `num_cameras`; JAX would clamp the index silently)."""
+    if len(index) and int(index.camids.max()) >= model.num_cameras:
+        raise UserError(
+            f"The {what} tracklets have cameras up to {int(index.camids.max())} (0-based) but the "
+            f"model has {model.num_cameras} camera embeddings: set config.model.tfclip.num_cameras "
+            "to the dataset's number of cameras."
+        )
 
 
 def bucket_length(length: int, buckets) -> int:

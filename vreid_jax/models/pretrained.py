@@ -282,8 +282,10 @@ def require_file(npz_path: str) -> None:
         raise PretrainedWeightsError(
             f"config.model.pretrained={npz_path!r}: no such file. Convert torchvision's ImageNet "
             "weights once with `python -m vreid_jax.models.convert_resnet50 --torch_checkpoint "
-            "resnet50-0676ba61.pth --out resnet50.npz` (README, Training recipes), or set "
-            "--config.model.pretrained='' to start from random weights."
+            "resnet50-0676ba61.pth --out resnet50.npz` (TF-CLIP: OpenAI's ViT-B-16.pt with "
+            "`python -m vreid_jax.models.convert_clip --weights ViT-B-16.pt --out ViT-B-16.npz`; "
+            "README, Training recipes), or set --config.model.pretrained='' to start from random "
+            "weights."
         )
 
 

@@ -45,6 +45,8 @@ TEMPORAL_PADDINGS = ("zeros", "edge")
 TEMPORAL_INITS = ("inflate", "center")
 # config.model keys that choose how the model computes, not what it is: no parameter depends on them.
 HOW_TO_COMPUTE = ("fast_cpu_ops", "max_pool_ties")
+# `config.model.tfclip.neck_feat`: TF-CLIP's descriptor before the BNNecks (its recipe) or after.
+NECK_FEATS = ("before", "after")
 _NUM_STAGES = 4  # res2..res5
 
 
@@ -59,6 +61,7 @@ def check_config(model_config: ml_collections.ConfigDict) -> None:
     """
     m = model_config
     _check_choice("name", m.name, tuple(MODELS))
+    _check_tfclip(m.tfclip)
     if m.depth not in STAGE_SIZES:
         raise UserError(
             f"config.model.depth={m.depth!r}: torchvision ResNets exist for depths "
@@ -101,6 +104,32 @@ def check_config(model_config: ml_collections.ConfigDict) -> None:
         raise UserError(
             f"config.model.gltr_dilations={dilations!r}: expected distinct positive ints, e.g. "
             "(1, 2, 3) (official code) or (1, 2, 4) (paper)."
+        )
+
+
+def _check_tfclip(c: ml_collections.ConfigDict) -> None:
+    """`config.model.tfclip`: TF-CLIP's encoder and heads (valid for every model, so that a recipe
+    may switch models with one key)."""
+    for key in ("width", "layers", "heads", "patch_size", "output_dim", "num_cameras"):
+        if not _is_int(c[key]) or c[key] < 1:
+            raise UserError(f"config.model.tfclip.{key}={c[key]!r} must be a positive int.")
+    if c.width % c.heads:
+        raise UserError(
+            f"config.model.tfclip.width={c.width} is not a multiple of "
+            f"config.model.tfclip.heads={c.heads}."
+        )
+    if c.output_dim % 64:
+        raise UserError(
+            f"config.model.tfclip.output_dim={c.output_dim} must be a multiple of 64 (SSP's "
+            "heads are output_dim // 64, as in TF-CLIP)."
+        )
+    if not isinstance(c.sie_coe, (int, float)) or isinstance(c.sie_coe, bool):
+        raise UserError(f"config.model.tfclip.sie_coe={c.sie_coe!r} must be a number.")
+    if not 0.0 <= c.ssp_dropout < 1.0:
+        raise UserError(f"config.model.tfclip.ssp_dropout={c.ssp_dropout!r} must be in [0, 1).")
+    if c.neck_feat not in NECK_FEATS:
+        raise UserError(
+            f"config.model.tfclip.neck_feat={c.neck_feat!r}; expected one of {NECK_FEATS}."
         )
 
 
@@ -240,33 +269,90 @@ def _build_gltr(model_config: ml_collections.ConfigDict, num_classes: int) -> nn
     )
 
 
+def _build_tfclip(model_config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
+    from vreid_jax.models import layers, tfclip  # noqa: PLC0415  (flax: when a model is built)
+
+    c = model_config.tfclip
+    return tfclip.TFClipReid(
+        num_classes=num_classes,
+        num_cameras=c.num_cameras,
+        width=c.width,
+        layers=c.layers,
+        heads=c.heads,
+        patch_size=c.patch_size,
+        output_dim=c.output_dim,
+        sie_coe=float(c.sie_coe),
+        ssp_dropout=float(c.ssp_dropout),
+        neck_feat=c.neck_feat,
+        dtype=layers.compute_dtype(model_config.dtype),
+    )
+
+
 # How evaluation turns a tracklet into one feature (`vreid_jax.evaluation.features` implements each):
 # every T-frame clip through the model, features averaged over the clips...
 CLIP_AVERAGE = "clip_average"
 # ...or every frame through `encode_frames`, then `temporal_head` over the whole padded tracklet.
 FRAME_SEQUENCE = "frame_sequence"
 
+# Which weights `config.model.pretrained` holds (`vreid_jax.models.weights` overlays each): a
+# torchvision ResNet from `convert_resnet50` on the backbone...
+RESNET_WEIGHTS = "resnet"
+# ...or a CLIP ViT from `convert_clip` on the image encoder.
+CLIP_WEIGHTS = "clip_vit"
+
+# How a model is trained (`vreid_jax.training.kinds` implements each; named here, not imported, as
+# the training layer sits above the models): the project's loss on `(embeddings, logits)` and
+# `config.optim`'s optimizer...
+STANDARD_TRAINING = "standard"
+# ...or TF-CLIP's: its loss sum, its Adam groups and schedule, the CLIP-Memory computed first.
+TFCLIP_TRAINING = "tfclip"
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-    """A registered model: how to build it and how it is evaluated.
+    """A registered model: how to build it, load its pretrained weights, train and evaluate it.
+
+    The call convention, for every model: `module.apply(variables, clips, train=train, **inputs)`
+    with clips `[B, T, H, W, 3]` (normalised floats) and `inputs = {'cameras': int32 [B]}` when
+    `takes_cameras` (else empty). In evaluation (`train=False`) it returns a tuple whose first item
+    is the features `[B, D]` (float32). In training (`train=True`, `mutable=['batch_stats']`) it
+    returns what the training kind's loss takes: `(embeddings, logits)` for STANDARD_TRAINING.
+
+    `variables` is `{'params', 'batch_stats'}`: 'params' is what the optimizer trains,
+    'batch_stats' every other array of the model's state (batch-norm statistics, TF-CLIP's
+    CLIP-Memory), checkpointed and restored with the params.
 
     Attributes:
-      build: `(config.model, num_classes) -> module`; the module is called as
-        `module.apply(variables, clips, train, mask=None)` with clips `[B, T, H, W, 3]` and returns
-        `(features [B, D], logits [B, num_classes])` in float32.
+      build: `(config.model, num_classes) -> module`.
       extraction: CLIP_AVERAGE or FRAME_SEQUENCE (the module then also has `encode_frames` and
         `temporal_head` methods).
+      takes_cameras: the module takes each clip's 0-based camera (`inputs['cameras']`): training
+        batches and evaluation clip batches then carry them (the tracklets' `camids`).
+      training: STANDARD_TRAINING or TFCLIP_TRAINING: the loss `(outputs, labels, config.loss)
+        -> (loss, terms)`, the optimizer `(abstract params, config, steps_per_epoch) -> (tx,
+        lr_fn)` and the preparation before the first step (`vreid_jax.training.kinds`).
+      pretrained: RESNET_WEIGHTS or CLIP_WEIGHTS: what `config.model.pretrained` holds and where
+        it goes (`vreid_jax.models.weights.load_into`), over the model's own random init.
     """
 
     build: Callable[[ml_collections.ConfigDict, int], nn.Module]
     extraction: str
+    takes_cameras: bool = False
+    training: str = STANDARD_TRAINING
+    pretrained: str = RESNET_WEIGHTS
 
 
 # Adding a model: its module in this package, a builder above, and one entry here.
 MODELS: dict[str, ModelSpec] = {
     "nl3d": ModelSpec(build=_build_nl3d, extraction=CLIP_AVERAGE),
     "gltr": ModelSpec(build=_build_gltr, extraction=FRAME_SEQUENCE),
+    "tfclip": ModelSpec(
+        build=_build_tfclip,
+        extraction=CLIP_AVERAGE,
+        takes_cameras=True,
+        training=TFCLIP_TRAINING,
+        pretrained=CLIP_WEIGHTS,
+    ),
 }
 
 

@@ -331,6 +331,40 @@ class TFClip(nn.Module):
         )
 
 
+class TFClipReid(TFClip):
+    """TF-CLIP under the registry's call convention (`registry.ModelSpec`), the CLIP-Memory held in
+    the model's state.
+
+    `__call__(clips, train=False, mask=None, cameras=None)`: in training the `TFClipTrainOutputs`
+    against the memory; in evaluation `(descriptor,)`. The memory `[num_classes, output_dim]` is
+    the variable `batch_stats/clip_memory` (zeros at init; `training.kinds` sets it from the
+    pretrained encoder before the first step), so that it is checkpointed and restored with the
+    rest of the state and never trained. `cameras=None` adds no camera embedding (as
+    `memory_features`). Initialisation creates every parameter (camera table, SSP, classifiers),
+    whatever `train` says.
+    """
+
+    def setup(self):
+        super().setup()
+        self.clip_memory = self.variable(
+            "batch_stats",
+            "clip_memory",
+            jnp.zeros,
+            (self.num_classes, self.output_dim),
+            jnp.float32,
+        )
+
+    def __call__(self, clips, train: bool = False, mask=None, cameras=None):  # noqa: D102
+        del mask  # Clips are whole: nothing is padded within a clip.
+        if self.is_initializing():  # Every parameter, the training-only ones included.
+            b = clips.shape[0]
+            init_cameras = jnp.zeros((b,), jnp.int32) if cameras is None else cameras
+            TFClip.__call__(self, clips, init_cameras, self.clip_memory.value, True)
+        if train:
+            return TFClip.__call__(self, clips, cameras, self.clip_memory.value, True)
+        return (TFClip.__call__(self, clips, cameras, None, False),)
+
+
 def identity_memory(features, labels, num_classes: int) -> np.ndarray:
     """The CLIP-Memory: per identity, the mean of its tracklets' memory features.
 

@@ -27,8 +27,8 @@ from vreid_jax import checkpoint, files, logging_utils, models, parallel
 from vreid_jax.data import datasets, pipeline, pixels
 from vreid_jax.errors import UserError
 from vreid_jax.evaluation import features, ranking, reports
-from vreid_jax.models import pretrained
-from vreid_jax.training import losses, optim
+from vreid_jax.models import pretrained, registry, weights
+from vreid_jax.training import kinds, optim
 from vreid_jax.training import state as state_lib
 
 
@@ -40,35 +40,39 @@ class NonFiniteStateError(FloatingPointError):
     """Parameters, batch-norm statistics or optimizer state became NaN or Inf; nothing is saved."""
 
 
-def loss_and_grads(state, batch, *, model, loss_config, seed):
+def loss_and_grads(state, batch, *, model, loss_config, seed, loss=kinds.Standard.loss):
     """The training loss of `batch` at `state` and its gradient with respect to the parameters.
 
     Returns `(loss, terms, new_batch_stats, grads)`. Pure: dropout comes from (seed, step).
     `batch["clips"]` holds uint8 pixels as the pipeline delivers them (normalised here, on the
-    device; see `vreid_jax.data.pixels`).
+    device; see `vreid_jax.data.pixels`); `batch["cameras"]`, when present, goes to the model
+    (`ModelSpec.takes_cameras`). `loss(outputs, labels, loss_config)` is the model's training
+    kind's (`kinds.kind_for`).
     """
     dropout_key = jax.random.fold_in(jax.random.key(seed), state.step)
     clips = pixels.normalize(batch["clips"])
+    inputs = {"cameras": batch["cameras"]} if "cameras" in batch else {}
 
     def loss_fn(params):
-        (embeddings, logits), updates = model.apply(
+        outputs, updates = model.apply(
             {"params": params, "batch_stats": state.batch_stats},
             clips,
             train=True,
             rngs={"dropout": dropout_key},
             mutable=["batch_stats"],
+            **inputs,
         )
-        loss, terms = losses.total_loss(embeddings, logits, batch["labels"], loss_config)
-        return loss, (terms, updates["batch_stats"])
+        total, terms = loss(outputs, batch["labels"], loss_config)
+        return total, (terms, updates["batch_stats"])
 
-    (loss, (terms, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    return loss, terms, batch_stats, grads
+    (value, (terms, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    return value, terms, batch_stats, grads
 
 
-def train_step(state, batch, *, model, tx, lr_fn, loss_config, seed):
+def train_step(state, batch, *, model, tx, lr_fn, loss_config, seed, loss=kinds.Standard.loss):
     """One optimiser step on a global batch. Pure: all randomness comes from (seed, step)."""
-    loss, terms, batch_stats, grads = loss_and_grads(
-        state, batch, model=model, loss_config=loss_config, seed=seed
+    value, terms, batch_stats, grads = loss_and_grads(
+        state, batch, model=model, loss_config=loss_config, seed=seed, loss=loss
     )
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     new_state = state.replace(
@@ -77,7 +81,7 @@ def train_step(state, batch, *, model, tx, lr_fn, loss_config, seed):
         batch_stats=batch_stats,
         opt_state=opt_state,
     )
-    metrics = {"loss": loss, **terms, "lr": lr_fn(state.step)}
+    metrics = {"loss": value, **terms, "lr": lr_fn(state.step)}
     return new_state, metrics
 
 
@@ -85,7 +89,13 @@ def compile_train_step(model, tx, lr_fn, config, state_shardings, mesh):
     """`train_step` jitted on the mesh: replicated state (donated), batch split over 'data'."""
     return jax.jit(
         functools.partial(
-            train_step, model=model, tx=tx, lr_fn=lr_fn, loss_config=config.loss, seed=config.seed
+            train_step,
+            model=model,
+            tx=tx,
+            lr_fn=lr_fn,
+            loss_config=config.loss,
+            seed=config.seed,
+            loss=kinds.kind_for(config.model.name).loss,
         ),
         in_shardings=(state_shardings, parallel.data_sharding(mesh)),
         out_shardings=(state_shardings, parallel.replicated(mesh)),
@@ -135,17 +145,15 @@ def build(config, data, mesh, *, overlay_pretrained: bool = True):
     """Model, optimizer, learning-rate schedule and the freshly initialised state.
 
     With `config.model.pretrained` (and `overlay_pretrained`) the state starts from the model's own
-    random initialisation with the file's ResNet weights overlaid on the backbone
-    (`pretrained.load_into`).
+    random initialisation with the file's weights overlaid (`models.weights.load_into`: ResNet
+    weights on the backbone, CLIP weights on the image encoder).
     """
     model, tx, lr_fn = model_and_optimizer(
         config, data.num_classes, pipeline.steps_per_epoch(data.label_counts, config.input)
     )
     overlay = None
     if config.model.pretrained and overlay_pretrained:
-        overlay = lambda variables: pretrained.load_into(
-            variables, config.model.pretrained, config.model
-        )
+        overlay = lambda variables: weights.load_into(variables, config.model.pretrained, config)
     state, shardings = state_lib.create_train_state(
         model, tx, state_lib.init_clips(config.input), seed=config.seed, mesh=mesh, overlay=overlay
     )
@@ -154,9 +162,13 @@ def build(config, data, mesh, *, overlay_pretrained: bool = True):
 
 def model_and_optimizer(config, num_classes: int, steps_per_epoch: int):
     """`(model, tx, lr_fn)`: the configured model for `num_classes` identities and its optimizer
-    with the learning-rate schedule over `steps_per_epoch`-step epochs."""
+    (its training kind's, `kinds.kind_for`) with the learning-rate schedule over
+    `steps_per_epoch`-step epochs."""
     model = models.build_model(config.model, num_classes)
-    tx, lr_fn = optim.create_optimizer(config, steps_per_epoch)
+    init_clips = state_lib.init_clips(config.input)
+    init = lambda: state_lib.init_variables(model, init_clips, 0)
+    params = lambda: jax.eval_shape(init)["params"]
+    tx, lr_fn = kinds.kind_for(config.model.name).optimizer(params, config, steps_per_epoch)
     return model, tx, lr_fn
 
 
@@ -261,6 +273,11 @@ def _train_and_evaluate(config, workdir: str, writer, ckpt) -> dict | None:
     untrained = _untrained_summary(config, workdir, writer, extractor, state, data, start_step)
     step_fn = compile_train_step(model, tx, lr_fn, config, shardings, mesh)
     reading_train.result()
+    takes_cameras = registry.spec(config.model.name).takes_cameras
+    if takes_cameras:
+        features.check_cameras(model, data.train, "training")
+    if start_step == 0:  # What a model computes before training (checkpointed: once per run).
+        state = kinds.kind_for(config.model.name).prepare(model, state, data, config, mesh)
 
     # ------------------------------------------------------------------ the loop
     batches = pipeline.train_batches(
@@ -268,6 +285,7 @@ def _train_and_evaluate(config, workdir: str, writer, ckpt) -> dict | None:
         config.input,
         seed=config.seed,
         start_step=start_step,
+        with_cameras=takes_cameras,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )

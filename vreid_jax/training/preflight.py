@@ -39,6 +39,7 @@ from vreid_jax import files, hardware, logging_utils, parallel
 from vreid_jax.data import throughput
 from vreid_jax.errors import UserError
 from vreid_jax.evaluation import features
+from vreid_jax.models import registry
 from vreid_jax.training import loop
 from vreid_jax.training import state as state_lib
 
@@ -59,6 +60,12 @@ def run(config, workdir: str) -> dict:
     the capacity); `host` is the process's RSS, predicted and measured, on a CPU (else None);
     clips/s are per process.
     """
+    if registry.spec(config.model.name).training != registry.STANDARD_TRAINING:
+        raise UserError(
+            f"preflight of {config.model.name} is not supported yet (its training batches carry "
+            "cameras and it computes a memory before training, which the preflight does not "
+            "size)."
+        )
     start = time.perf_counter()
     mesh = parallel.make_mesh()
     num_ids, num_instances = config.input.num_ids_per_batch, config.input.num_instances

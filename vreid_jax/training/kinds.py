@@ -1,0 +1,133 @@
+"""How each kind of model is trained: its loss, its optimizer and what is computed before the
+first step. A model's registry entry names its kind (`models.registry.ModelSpec.training`); the
+loop asks `kind_for(config.model.name)` and never branches on a model's name.
+
+A kind is a class with three static methods:
+* `loss(outputs, labels, loss_config) -> (loss, terms)`: `outputs` are the model's training
+  outputs, `terms` a dict of scalars logged beside the loss;
+* `optimizer(params, config, steps_per_epoch) -> (tx, lr_fn)`: `params()` gives the abstract
+  params tree, for optimizers with per-parameter groups (traced only when asked);
+* `prepare(model, state, data, config, mesh) -> state`: run once before the first training step
+  of a fresh run (not on resume: what it computes is in the checkpointed state).
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from absl import logging
+
+from vreid_jax.errors import UserError
+from vreid_jax.evaluation import features
+from vreid_jax.models import registry
+from vreid_jax.training import losses, optim, tfclip_loss, tfclip_optim
+
+
+class Standard:
+    """The project's recipe: `losses.total_loss` on `(embeddings, logits)`, `config.optim`'s
+    optimizer with `config.schedule`, nothing to prepare."""
+
+    @staticmethod
+    def loss(outputs, labels, loss_config):
+        embeddings, logits = outputs
+        return losses.total_loss(embeddings, logits, labels, loss_config)
+
+    @staticmethod
+    def optimizer(params, config, steps_per_epoch: int):
+        del params
+        return optim.create_optimizer(config, steps_per_epoch)
+
+    @staticmethod
+    def prepare(model, state, data, config, mesh):
+        del model, data, config, mesh
+        return state
+
+
+class TFClipTraining:
+    """TF-CLIP's training (`training/tfclip_loss.py`, `training/tfclip_optim.py`).
+
+    Config keys it reads: `config.loss.ce_weight` (TF-CLIP's ID_LOSS_WEIGHT, 0.25),
+    `triplet_weight` (1.0), `triplet_margin` (0.3), `label_smoothing` (0.1); the video-to-memory
+    term has TF-CLIP's weight 1.0 and the frame term 1 / T. `config.optim.learning_rate` (BASE_LR),
+    `weight_decay` (for weights and biases alike, as TF-CLIP's recipe), `b1`, `b2`, `eps`;
+    `config.schedule.warmup_epochs`, `milestones_epochs`, `decay_rate` (WarmupMultiStepLR, warm-up
+    factor 0.1, linear). `config.optim.name` must be 'adam' and `config.schedule.name`
+    'multistep'; the triplet distance 'euclidean'.
+    """
+
+    @staticmethod
+    def loss(outputs, labels, loss_config):
+        return tfclip_loss.tfclip_loss(
+            outputs,
+            labels,
+            id_weight=loss_config.ce_weight,
+            triplet_weight=loss_config.triplet_weight,
+            epsilon=loss_config.label_smoothing,
+            margin=loss_config.triplet_margin,
+        )
+
+    @staticmethod
+    def optimizer(params, config, steps_per_epoch: int):
+        wanted = {
+            "optim.name": (config.optim.name, "adam"),
+            "schedule.name": (config.schedule.name, "multistep"),
+            "loss.triplet_distance": (config.loss.triplet_distance, "euclidean"),
+        }
+        for key, (have, want) in wanted.items():
+            if have != want:
+                raise UserError(
+                    f"config.{key}={have!r}: TF-CLIP trains with its own Adam parameter groups, "
+                    f"WarmupMultiStepLR and Euclidean triplets; set config.{key}={want!r}."
+                )
+        warmup = config.schedule.warmup_epochs
+        if warmup != int(warmup):
+            raise UserError(
+                f"config.schedule.warmup_epochs={warmup}: TF-CLIP's warm-up counts whole epochs."
+            )
+        schedule = tfclip_optim.warmup_multistep_schedule(
+            config.optim.learning_rate,
+            steps_per_epoch,
+            milestones_epochs=tuple(int(m) for m in config.schedule.milestones_epochs),
+            gamma=config.schedule.decay_rate,
+            warmup_epochs=int(warmup),
+        )
+        tx = tfclip_optim.create_tfclip_optimizer(
+            params(),
+            schedule,
+            weight_decay=config.optim.weight_decay,
+            weight_decay_bias=config.optim.weight_decay,
+            b1=config.optim.b1,
+            b2=config.optim.b2,
+            eps=config.optim.eps,
+        )
+        return tx, schedule
+
+    @staticmethod
+    def prepare(model, state, data, config, mesh):
+        """The CLIP-Memory from the pretrained encoder, into `batch_stats/clip_memory`."""
+        from vreid_jax.models import tfclip  # noqa: PLC0415  (flax: with the model)
+
+        if jax.process_count() > 1:
+            raise UserError(
+                "TF-CLIP's CLIP-Memory needs every training identity on one process: multi-host "
+                "training of TF-CLIP is not supported yet."
+            )
+        logging.info(
+            "CLIP-Memory: every frame of the %d training tracklets through the encoder.",
+            len(data.train),
+        )
+        extractor = features.ClipAverage(model, config, mesh, method="memory_features")
+        variables = {"params": state.params, "batch_stats": state.batch_stats}
+        per_tracklet = extractor(variables, data.train)
+        memory = tfclip.identity_memory(per_tracklet, data.train.labels, data.num_classes)
+        current = state.batch_stats["clip_memory"]
+        memory = jax.device_put(np.asarray(memory, current.dtype), current.sharding)
+        return state.replace(batch_stats={**state.batch_stats, "clip_memory": memory})
+
+
+KINDS = {registry.STANDARD_TRAINING: Standard, registry.TFCLIP_TRAINING: TFClipTraining}
+
+
+def kind_for(model_name: str):
+    """The training kind the registry declares for a model."""
+    return KINDS[registry.spec(model_name).training]
