@@ -114,8 +114,8 @@ def _official_training(config, model: str) -> None:
     config.eval.ap_mode = "trapezoid"
 
 
-# TF-CLIP: cameras of each dataset's training set, one camera embedding each (the official code's
-# `num_train_cams`; MARS 6, LS-VID 15, iLIDS-VID and PRID-2011 2, DukeMTMC-VideoReID 8).
+# TF-CLIP: one camera embedding per camera of the dataset (the official code counts its training
+# set's cameras, `num_train_cams`; evaluation needs one for every test camera too).
 TFCLIP_CAMERAS = {"mars": 6, "dukev": 8, "ilidsvid": 2, "prid2011": 2, "lsvid": 15}
 # TF-CLIP: evaluation about every 2 epochs (EVAL_PERIOD 2) of steps of 4 ids x 4 tracklets, where an
 # epoch is one group of 4 tracklets per identity, more for identities with 8 or more: MARS about
