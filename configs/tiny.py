@@ -10,10 +10,13 @@ from vreid_jax import config_lib
 
 # The size keys alone: `config.update_from_flattened_dict(RECIPE_SIZE_KEYS)` shrinks any recipe to
 # a network and frames of this file's size (4 clips a batch), its data, model kind and schedule
-# unchanged. The preflight's test and benchmark run the ten recipes so.
+# unchanged. The preflight's test and benchmark run the recipes so.
+# A 2-layer width-64 CLIP ViT (4 heads, 16-pixel patches, a 64-d projection: SSP's one head).
+TINY_CLIP = dict(width=64, layers=2, heads=4, output_dim=64)
 RECIPE_SIZE_KEYS = {
     "model.stage_sizes": (1, 1, 1, 1),
     "model.width": 8,
+    **{f"model.tfclip.{k}": v for k, v in TINY_CLIP.items()},
     "input.height": 64,
     "input.width": 32,
     "input.clip_len": 4,
@@ -57,7 +60,7 @@ def get_config(arg=None):
     if args.model == "tfclip":
         # A 2-layer width-64 CLIP ViT, random (no `pretrained`), TF-CLIP's own optimizer and
         # schedule (which it requires) with warm-up over the first epoch.
-        config.model.tfclip.update(width=64, layers=2, heads=4, output_dim=64)
+        config.model.tfclip.update(**TINY_CLIP)
         config.schedule.name = "multistep"
         config.schedule.warmup_epochs = 1.0
         config.schedule.milestones_epochs = (30, 50, 70)

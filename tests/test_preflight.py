@@ -115,6 +115,11 @@ def test_every_recipe_preflights_at_reduced_size(model, mars_sized, shared_compi
         _check_recipe(model, dataset, tmp_path / dataset)
 
 
+@pytest.mark.slow
+def test_tfclip_recipe_preflights_with_its_memory_pass(mars_sized, tmp_path):
+    _check_recipe("tfclip", "mars", tmp_path)
+
+
 def _check_recipe(model, dataset, workdir):
     name = f"{model}_{dataset}"
     record = run.run(_recipe_config(name, **{"mode": "preflight"}), str(workdir))
@@ -128,7 +133,12 @@ def _check_recipe(model, dataset, workdir):
         "processes": 1,
     }
     memory = record["memory"]
-    expected_eval = {"nl3d": {"clip_features"}, "gltr": {"frame_features", "sequence_features"}}
+    expected_eval = {
+        "nl3d": {"clip_features"},
+        "gltr": {"frame_features", "sequence_features"},
+        # TF-CLIP's CLIP-Memory pass before the first step: every training frame, no camera.
+        "tfclip": {"clip_features", "clip_memory"},
+    }
     assert set(memory["eval"]) == expected_eval[model]
     for entry in (memory["train_step"], *memory["eval"].values()):
         assert entry["total"] > 0 and entry["arguments"] > 0 and entry["fits"], name

@@ -60,12 +60,6 @@ def run(config, workdir: str) -> dict:
     the capacity); `host` is the process's RSS, predicted and measured, on a CPU (else None);
     clips/s are per process.
     """
-    if registry.spec(config.model.name).training != registry.STANDARD_TRAINING:
-        raise UserError(
-            f"preflight of {config.model.name} is not supported yet (its training batches carry "
-            "cameras and it computes a memory before training, which the preflight does not "
-            "size)."
-        )
     start = time.perf_counter()
     mesh = parallel.make_mesh()
     num_ids, num_instances = config.input.num_ids_per_batch, config.input.num_instances
@@ -93,10 +87,9 @@ def run(config, workdir: str) -> dict:
     compile_at = functools.partial(_compile_step, step_fn, abstract_state, config, mesh, copies)
     compiled, train_memory = compile_at(num_ids)
     flops = _flops(compiled) * jax.device_count()
-    extractor = features.extractor_for(model, config, mesh)
     eval_memory = {
         name: memory_of(lowered.compile())
-        for name, lowered in extractor.lowered(state_lib.variables_of(abstract_state)).items()
+        for name, lowered in _lowered_eval(model, config, mesh, abstract_state).items()
     }
     # Read after compiling: on a CPU the compiler's memory stays in this process, so what the host
     # can still give is what the state and the step may use.
@@ -323,6 +316,18 @@ def host_record(rss: dict, configured: dict, timed: dict | None, copies: int) ->
     }
 
 
+def _lowered_eval(model, config, mesh, abstract_state) -> dict:
+    """The evaluation's compiled functions, lowered (`features.<extractor>.lowered`), and those of
+    the pass a training kind makes before the first step (TF-CLIP's CLIP-Memory: every training
+    frame through the encoder, `kinds.TFClipTraining.prepare`) under 'clip_memory'."""
+    variables = state_lib.variables_of(abstract_state)
+    lowered = features.extractor_for(model, config, mesh).lowered(variables)
+    if registry.spec(config.model.name).training == registry.TFCLIP_TRAINING:
+        memory_pass = features.ClipAverage(model, config, mesh, method="memory_features")
+        lowered["clip_memory"] = memory_pass.lowered(variables)["clip_features"]
+    return lowered
+
+
 def _flops(compiled) -> float:
     """FLOPs of one device's share of a compiled step (XLA counts a multiply-add as 2)."""
     cost = compiled.cost_analysis()
@@ -335,11 +340,14 @@ def _abstract_batch(config, num_ids: int, mesh) -> dict:
     rows = num_ids * cfg.num_instances
     sharding = parallel.data_sharding(mesh)
     clip = (rows, cfg.clip_len, cfg.height, cfg.width, 3)
-    return {
+    batch = {
         "clips": jax.ShapeDtypeStruct(clip, np.uint8, sharding=sharding),
         "labels": jax.ShapeDtypeStruct((rows,), np.int32, sharding=sharding),
         "pids": jax.ShapeDtypeStruct((rows,), np.int32, sharding=sharding),
     }
+    if registry.spec(config.model.name).takes_cameras:
+        batch["cameras"] = jax.ShapeDtypeStruct((rows,), np.int32, sharding=sharding)
+    return batch
 
 
 def _compile_step(step_fn, abstract_state, config, mesh, copies: int, num_ids: int):
@@ -413,14 +421,14 @@ def random_batch(config, num_ids: int, num_classes: int, mesh) -> dict:
     rng = np.random.default_rng(jax.process_index())
     labels = np.repeat(np.arange(num_ids) % num_classes, cfg.num_instances).astype(np.int32)
     clip = (local, cfg.clip_len, cfg.height, cfg.width, 3)
-    return parallel.host_to_global(
-        {
-            "clips": rng.integers(0, 256, clip, dtype=np.uint8),
-            "labels": labels[mine],
-            "pids": labels[mine] + 1,
-        },
-        mesh,
-    )
+    batch = {
+        "clips": rng.integers(0, 256, clip, dtype=np.uint8),
+        "labels": labels[mine],
+        "pids": labels[mine] + 1,
+    }
+    if registry.spec(config.model.name).takes_cameras:  # Which camera changes no cost.
+        batch["cameras"] = np.zeros(local, np.int32)
+    return parallel.host_to_global(batch, mesh)
 
 
 def time_steps(compiled, state, batch, steps: int, warmup: int = 1):
