@@ -122,6 +122,21 @@ def test_other_rules_name_the_key(overrides, message):
         config_lib.validate(config)
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"optim.name": "sgd"}, "config.optim.name='sgd': TF-CLIP trains with its own Adam"),
+        ({"schedule.name": "exponential"}, "set config.schedule.name='multistep'"),
+        ({"loss.triplet_distance": "cosine"}, "set config.loss.triplet_distance='euclidean'"),
+        ({"schedule.warmup_epochs": 0.5}, "TF-CLIP's warm-up counts whole epochs"),
+    ],
+)
+def test_tfclip_training_rules_name_the_key(overrides, message):
+    config_lib.validate(tiny_config("tfclip"))
+    with pytest.raises(errors.UserError, match=message):
+        config_lib.validate(tiny_config("tfclip", **overrides))
+
+
 def test_every_shipped_config_is_valid(repo_root):
     for path in sorted(glob.glob(os.path.join(repo_root, "configs", "*.py"))):
         name = os.path.basename(path)[:-3]

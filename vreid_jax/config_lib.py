@@ -131,6 +131,29 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if config.num_train_steps <= 0 and config.num_epochs <= 0:
         raise UserError("Set config.num_epochs > 0 or config.num_train_steps > 0.")
     _check_schedule(config.schedule)
+    if registry.spec(config.model.name).training == registry.TFCLIP_TRAINING:
+        _check_tfclip_training(config)
+
+
+def _check_tfclip_training(config: ml_collections.ConfigDict) -> None:
+    """TF-CLIP trains with its own Adam parameter groups, WarmupMultiStepLR (warm-up in whole
+    epochs) and Euclidean triplets (`vreid_jax.training.kinds.TFClipTraining`)."""
+    wanted = {
+        "optim.name": "adam",
+        "schedule.name": "multistep",
+        "loss.triplet_distance": "euclidean",
+    }
+    for key, want in wanted.items():
+        if _get(config, key) != want:
+            raise UserError(
+                f"config.{key}={_get(config, key)!r}: TF-CLIP trains with its own Adam parameter "
+                f"groups, WarmupMultiStepLR and Euclidean triplets; set config.{key}={want!r}."
+            )
+    warmup = config.schedule.warmup_epochs
+    if warmup != int(warmup):
+        raise UserError(
+            f"config.schedule.warmup_epochs={warmup}: TF-CLIP's warm-up counts whole epochs."
+        )
 
 
 def _get(config: ml_collections.ConfigDict, key: str):

@@ -52,7 +52,7 @@ class TFClipTraining:
     `weight_decay` (for weights and biases alike, as TF-CLIP's recipe), `b1`, `b2`, `eps`;
     `config.schedule.warmup_epochs`, `milestones_epochs`, `decay_rate` (WarmupMultiStepLR, warm-up
     factor 0.1, linear). `config.optim.name` must be 'adam' and `config.schedule.name`
-    'multistep'; the triplet distance 'euclidean'.
+    'multistep'; the triplet distance 'euclidean' (`config_lib.validate` checks them).
     """
 
     @staticmethod
@@ -68,28 +68,12 @@ class TFClipTraining:
 
     @staticmethod
     def optimizer(params, config, steps_per_epoch: int):
-        wanted = {
-            "optim.name": (config.optim.name, "adam"),
-            "schedule.name": (config.schedule.name, "multistep"),
-            "loss.triplet_distance": (config.loss.triplet_distance, "euclidean"),
-        }
-        for key, (have, want) in wanted.items():
-            if have != want:
-                raise UserError(
-                    f"config.{key}={have!r}: TF-CLIP trains with its own Adam parameter groups, "
-                    f"WarmupMultiStepLR and Euclidean triplets; set config.{key}={want!r}."
-                )
-        warmup = config.schedule.warmup_epochs
-        if warmup != int(warmup):
-            raise UserError(
-                f"config.schedule.warmup_epochs={warmup}: TF-CLIP's warm-up counts whole epochs."
-            )
         schedule = tfclip_optim.warmup_multistep_schedule(
             config.optim.learning_rate,
             steps_per_epoch,
             milestones_epochs=tuple(int(m) for m in config.schedule.milestones_epochs),
             gamma=config.schedule.decay_rate,
-            warmup_epochs=int(warmup),
+            warmup_epochs=int(config.schedule.warmup_epochs),  # Whole (`config_lib.validate`).
         )
         tx = tfclip_optim.create_tfclip_optimizer(
             params(),
