@@ -1,6 +1,9 @@
 """TF-CLIP's model, loss, memory and optimizer against the plain-torch reference written from the
 official code (`tests/torch_tfclip.py`), random weights, tiny sizes, float32."""
 
+import concurrent.futures
+import threading
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -153,6 +156,36 @@ def test_memory_equals_official_cluster_features(setup):
     )
     with pytest.raises(ValueError, match="missing \\[1\\]"):
         tfclip.identity_memory(features[labels != 1], labels[labels != 1], 4)
+    # Two processes, each with the identities label % 2 == p (a multi-host run's split), summing
+    # through `combine` as an all-gather would: the one-process memory.
+    shares = [labels % 2 == p for p in range(2)]
+    assert np.array_equal(
+        _on_two_processes(lambda p, combine: tfclip.identity_memory(
+            features[shares[p]], labels[shares[p]], 4, combine
+        )),  # fmt: skip
+        [tfclip.identity_memory(features, labels, 4)] * 2,
+    )
+
+
+def _on_two_processes(fn):
+    """`[fn(0, combine), fn(1, combine)]` run concurrently, `combine(x)` the sum of both calls'
+    `x` (an all-gather and a sum, as `kinds.TFClipTraining.prepare` does across hosts)."""
+    barrier, posted = threading.Barrier(2), {}
+
+    def combine_for(p):
+        def combine(x):
+            barrier.wait()
+            posted[p] = x
+            barrier.wait()
+            total = posted[0] + posted[1]
+            barrier.wait()
+            return total
+
+        return combine
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        futures = [pool.submit(fn, p, combine_for(p)) for p in range(2)]
+        return [f.result(timeout=30) for f in futures]
 
 
 def test_optimizer_steps_equal_torch_adam_with_the_groups_and_schedule(setup):

@@ -159,13 +159,14 @@ class ClipAverage:
         cfg = self.config
         if "cameras" in self._array_keys:
             check_cameras(self._model, index, "evaluation")
+        process_index, process_count = processes(self.mesh)
         batches, num_batches = pipeline.eval_clip_batches(
             index,
             cfg.input,
             clip_len=cfg.input.clip_len,
             batch_size=self._batch,
-            process_index=jax.process_index(),
-            process_count=jax.process_count(),
+            process_index=process_index,
+            process_count=process_count,
             any_frame_size=any_frame_size,
         )
         fn = functools.partial(self._clips, variables)
@@ -304,7 +305,7 @@ class _SequenceHeads:
             mask[row, : len(feats)] = True
         local = _process_rows(0, self.batch)
         arrays = parallel.host_to_global({"f": seqs[local], "m": mask[local]}, self.mesh)
-        feats = _gather(self.head(arrays["f"], arrays["m"]))
+        feats = _gather(self.head(arrays["f"], arrays["m"]), self.mesh)
         if self.out is None:
             self.out = np.zeros((len(self.lengths), feats.shape[1]), np.float32)
         self.out[[t for t, _ in queue]] = feats[: len(queue)]
@@ -374,12 +375,22 @@ def _batched(shape, dtype, mesh) -> jax.ShapeDtypeStruct:
 def _process_batch(global_batch: int, mesh, what: str) -> int:
     """This process's share of a global evaluation batch (which must divide over the devices)."""
     parallel.check_divisible(global_batch, mesh, what)
-    return global_batch // jax.process_count()
+    return global_batch // processes(mesh)[1]
 
 
-def _gather(x):
-    """Host numpy of a (possibly multi-host) global array or of a process-local numpy array."""
-    if jax.process_count() == 1:
+def processes(mesh) -> tuple[int, int]:
+    """(this process's index, number of processes) among those whose devices `mesh` spans: a mesh
+    of this process's devices alone (`jax.local_devices()`) runs in it alone, (0, 1), whatever
+    the number of processes of the program; the data pipeline splits batches accordingly."""
+    if all(d.process_index == jax.process_index() for d in mesh.devices.flat):
+        return 0, 1
+    return jax.process_index(), jax.process_count()
+
+
+def _gather(x, mesh):
+    """Host numpy of an array over `mesh` (gathered from every process it spans) or of a
+    process-local numpy array (this process's rows: gathered likewise)."""
+    if processes(mesh)[1] == 1:
         return np.asarray(x)
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
@@ -400,15 +411,15 @@ def _run_batches(
 
     def collect_oldest():
         output, batch = in_flight.popleft()
-        fields = {k: _gather(v) for k, v in batch.items() if k not in array_keys}
-        consume(_gather(output), fields)
+        fields = {k: _gather(v, mesh) for k, v in batch.items() if k not in array_keys}
+        consume(_gather(output, mesh), fields)
         advance()
 
     for _ in range(num_batches):
         batch = next(batches)
         arrays = parallel.host_to_global({k: batch[k] for k in array_keys}, mesh)
         output = fn(*(arrays[k] for k in array_keys))
-        if jax.process_count() == 1:
+        if processes(mesh)[1] == 1:
             output.copy_to_host_async()  # The copy back starts as soon as the result is ready.
         # Keep only the small fields: the pixels are on the device now.
         in_flight.append((output, {k: v for k, v in batch.items() if k not in array_keys}))

@@ -372,7 +372,7 @@ class TFClipReid(TFClip):
         return (TFClip.__call__(self, clips, cameras, None, False),)
 
 
-def identity_memory(features, labels, num_classes: int) -> np.ndarray:
+def identity_memory(features, labels, num_classes: int, combine=None) -> np.ndarray:
     """The CLIP-Memory: per identity, the mean of its tracklets' memory features.
 
     TF-CLIP's procedure (`processor/processor_clipreid_stage2.py`:50-100, before any training
@@ -387,6 +387,9 @@ def identity_memory(features, labels, num_classes: int) -> np.ndarray:
       features: `[N, D]` per-tracklet features (`memory_features` averaged over its chunks).
       labels: `[N]` training labels in [0, num_classes) (or -1, skipped).
       num_classes: rows of the memory; every class must have a tracklet.
+      combine: with several processes, each holding all the tracklets of its identities (a
+        multi-host run's split), a function that sums an array over the processes: each process
+        computes its identities' rows (zeros elsewhere), `combine` adds them up.
 
     Returns:
       `[num_classes, D]` float32.
@@ -396,12 +399,20 @@ def identity_memory(features, labels, num_classes: int) -> np.ndarray:
     keep = labels >= 0
     features, labels = features[keep], labels[keep]
     counts = np.bincount(labels, minlength=num_classes)
-    if len(counts) > num_classes or np.any(counts == 0):
-        missing = np.flatnonzero(counts[:num_classes] == 0)
-        raise ValueError(
-            f"The CLIP-Memory needs one tracklet or more of each of the {num_classes} classes "
-            f"and labels below it; missing {missing[:10].tolist()}, max label {labels.max()}."
-        )
+    if len(counts) > num_classes:
+        raise ValueError(f"Labels up to {labels.max()} for a memory of {num_classes} classes.")
     sums = np.zeros((num_classes, features.shape[1]), np.float64)
     np.add.at(sums, labels, features)
-    return (sums / counts[:, None]).astype(np.float32)
+    memory = (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
+    if combine is not None:
+        holders = combine((counts > 0).astype(np.int32))
+        if np.any(holders > 1):
+            raise ValueError("An identity's tracklets are on several processes.")
+        memory, counts = combine(memory), holders
+    if np.any(counts == 0):
+        missing = np.flatnonzero(counts == 0)
+        raise ValueError(
+            f"The CLIP-Memory needs one tracklet or more of each of the {num_classes} classes; "
+            f"missing {missing[:10].tolist()}."
+        )
+    return memory

@@ -16,8 +16,9 @@ from __future__ import annotations
 import jax
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 
-from vreid_jax.errors import UserError
+from vreid_jax import parallel
 from vreid_jax.evaluation import features
 from vreid_jax.models import registry
 from vreid_jax.training import losses, optim, tfclip_loss, tfclip_optim
@@ -91,21 +92,26 @@ class TFClipTraining:
         """The CLIP-Memory from the pretrained encoder, into `batch_stats/clip_memory`."""
         from vreid_jax.models import tfclip  # noqa: PLC0415  (flax: with the model)
 
-        if jax.process_count() > 1:
-            raise UserError(
-                "TF-CLIP's CLIP-Memory needs every training identity on one process: multi-host "
-                "training of TF-CLIP is not supported yet."
-            )
         logging.info(
             "CLIP-Memory: every frame of the %d training tracklets through the encoder.",
             len(data.train),
         )
-        extractor = features.ClipAverage(model, config, mesh, method="memory_features")
         variables = {"params": state.params, "batch_stats": state.batch_stats}
+        combine = None
+        if jax.process_count() > 1:
+            # Each process holds all the tracklets of its identities (`datasets.load`): it runs
+            # them on its own devices, and the identities' rows are summed across processes.
+            mesh = parallel.make_mesh(jax.local_devices())
+            variables = jax.device_get(variables)  # Replicated: every process has them whole.
+            combine = lambda x: np.sum(multihost_utils.process_allgather(x), axis=0)  # noqa: E731
+        extractor = features.ClipAverage(model, config, mesh, method="memory_features")
         per_tracklet = extractor(variables, data.train)
-        memory = tfclip.identity_memory(per_tracklet, data.train.labels, data.num_classes)
+        memory = tfclip.identity_memory(
+            per_tracklet, data.train.labels, data.num_classes, combine
+        )
         current = state.batch_stats["clip_memory"]
-        memory = jax.device_put(np.asarray(memory, current.dtype), current.sharding)
+        memory = np.asarray(memory, current.dtype)
+        memory = jax.make_array_from_callback(memory.shape, current.sharding, memory.__getitem__)
         return state.replace(batch_stats={**state.batch_stats, "clip_memory": memory})
 
 
