@@ -78,7 +78,6 @@ _MARKERS = (f"{_ENCODER}conv1.weight", "cv_embed", "classifier2.weight")
 # Flax modules named `<container>_<i>` for torch's `nn.Sequential` / `nn.ModuleList` children
 # `<container>.<i>` (SSP's projections, decoder layers and MLP, `model/make_model_clipreid.py`:373-407).
 _INDEXED = re.compile(r"(memory_proj|text_proj|out_proj|decoder|mlp)_(\d+)")
-_NECKS = ("bottleneck", "bottleneck_proj", "bottleneck_proj_temp", "bottleneck_proj_temp2")
 
 
 def _error(message: str):
@@ -111,7 +110,9 @@ def official_name(collection: str, path: tuple[str, ...]) -> tuple[str, bool]:
 
 def unused_shapes(num_classes: int, width: int, output_dim: int) -> dict[str, tuple[int, ...]]:
     """The official state_dict's entries that its forward never reads, and their shapes."""
-    shapes = {f"{neck}.num_batches_tracked": () for neck in _NECKS}
+    from vreid_jax.models import tfclip  # noqa: PLC0415  (flax)
+
+    shapes = {f"{neck}.num_batches_tracked": () for neck in tfclip.NECKS}
     shapes["classifier_proj_temp2.weight"] = (num_classes, width)
     shapes |= {f"SSP.{name}": (output_dim,) for name in ("alpha", "norm.weight", "norm.bias")}
     return shapes

@@ -13,6 +13,8 @@ The layout is recognised from the file itself, whatever its name:
   `CLIPVisionModel` without that prefix), separate q/k/v projections with biases, which become
   OpenAI's fused `in_proj`. A `CLIPVisionModel` has no projection: the model's own init then
   stays for it.
+A TF-CLIP training checkpoint (`image_encoder.*`, `cv_embed`, `TMD.*`, ...) is a trained model, not
+an encoder to start from: `python -m vreid_jax.deploy.convert_tfclip` makes it a workdir.
 The text tower (and OpenAI's scalar buffers) are ignored. Width, layers, patch size and output
 dim are read off the shapes; the number of heads off the TorchScript archive's attention modules,
 or the `config.json` beside a Hugging Face file, else OpenAI's rule width // 64 (`--heads` sets
