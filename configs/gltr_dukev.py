@@ -5,6 +5,8 @@ r"""GLTR on DukeMTMC-VideoReID: the paper recipe.
   python -m vreid_jax.main --config configs/gltr_dukev.py --workdir runs/gltr_dukev \
       --config.data.data_dir=DATA --config.model.pretrained=resnet50.npz
 
+DukeMTMC-VideoReID has been withdrawn by its authors, who no longer authorise its use: the recipe
+is for those who still hold the data and may use it.
 Published: mAP 93.74 / R1 96.29 (Li et al. 2019).
 Our measured numbers are in the README's results table.
 """

@@ -5,6 +5,8 @@ r"""NL3D on DukeMTMC-VideoReID: the paper recipe.
   python -m vreid_jax.main --config configs/nl3d_dukev.py --workdir runs/nl3d_dukev \
       --config.data.data_dir=DATA --config.model.pretrained=resnet50.npz
 
+DukeMTMC-VideoReID has been withdrawn by its authors, who no longer authorise its use: the recipe
+is for those who still hold the data and may use it.
 Published: not reported by the paper.
 Our measured numbers are in the README's results table.
 """

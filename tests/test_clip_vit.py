@@ -101,6 +101,9 @@ def test_camera_embedding_table_is_scaled_lookup():
     cameras = jnp.array([5, 0, 5])
     out = table.apply(variables, cameras)
     np.testing.assert_allclose(out, 3.0 * variables["params"]["cv_embed"][cameras], rtol=1e-6)
+    # Cameras the model never saw (None): the scaled mean of the table.
+    unknown = table.apply(variables, None)
+    np.testing.assert_allclose(unknown, 3.0 * variables["params"]["cv_embed"].mean(0), rtol=1e-6)
 
 
 def test_patch_embedding_is_the_strided_conv():

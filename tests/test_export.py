@@ -16,18 +16,23 @@ from PIL import Image
 from vreid_jax import errors
 from vreid_jax.deploy import export, extract, onnx_writer, trained_model
 from vreid_jax.deploy.tracks import sources
+from vreid_jax.evaluation import features as features_lib
+from vreid_jax.models import registry
 
 # GLTR: (batch, padded length, real lengths) per call. NL3D: tracklet lengths, one call each over
 # its clips (tiny config: clips of 4, so one clip, then three with the last one padded).
 GLTR_CASES = [(1, 3, [3]), (2, 8, [8, 5]), (2, 17, [17, 12])]
 NL3D_LENGTHS = [4, 10]
 RTOL = 1e-4
+# TF-CLIP averages clips as NL3D does; its export takes no camera (`registry.UNKNOWN_CAMERAS`).
+MODELS = ("gltr", "nl3d", "tfclip")
+CLIP_AVERAGE = ("nl3d", "tfclip")
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("export_runs")
-    for name in ("gltr", "nl3d"):
+    for name in MODELS:
         checkpointed_workdir(str(root / name), name, num_classes=8, seed=1)
     return root
 
@@ -55,7 +60,7 @@ def _calls(tm) -> list[tuple[tuple, list[np.ndarray]]]:
     rng = np.random.default_rng(1)
     cfg = tm.config.input
     frames = lambda *shape: rng.integers(0, 256, (*shape, cfg.height, cfg.width, 3), np.uint8)
-    if tm.config.model.name == "nl3d":
+    if tm.config.model.name in CLIP_AVERAGE:
         tracklets = [frames(length) for length in NL3D_LENGTHS]
         return [((_clips(f, cfg.clip_len),), [f]) for f in tracklets]
     calls = []
@@ -69,13 +74,13 @@ def _calls(tm) -> list[tuple[tuple, list[np.ndarray]]]:
 def _tracklet_features(tm):
     """How the outputs of one call give its tracklets' features (`export.json`'s aggregation):
     NL3D pools its clips' features; GLTR's outputs are the tracklets' features."""
-    if tm.config.model.name == "nl3d":
+    if tm.config.model.name in CLIP_AVERAGE:
         pool = {"mean": np.mean, "max": np.max}[tm.config.eval.aggregate]
         return lambda out: pool(out, axis=0, keepdims=True)
     return lambda out: out
 
 
-@pytest.fixture(scope="module", params=["gltr", "nl3d"])
+@pytest.fixture(scope="module", params=MODELS)
 def exported(request, runs):
     """(feature function, [(inputs, expected tracklet features)], outputs -> tracklet features)
     for one model; the expected features are `vreid-extract`'s of the same tracklets."""
@@ -122,9 +127,9 @@ def _runner(fmt, ff, folder):
 )
 def test_exported_features_equal_evaluation(fmt, exported, tmp_path):
     ff, cases, tracklet_features = exported
-    if (ff.provenance["model"], fmt) == ("nl3d", "savedmodel"):
+    if ff.provenance["model"] in CLIP_AVERAGE and fmt == "savedmodel":
         pytest.skip(
-            "CI time: NL3D's TFLite test converts the same jax2tf module as its SavedModel."
+            "CI time: the model's TFLite test converts the same jax2tf module as its SavedModel."
         )
     export.EXPORTERS[fmt](ff, str(tmp_path))
     run = _runner(fmt, ff, str(tmp_path))
@@ -136,6 +141,29 @@ def test_exported_features_equal_evaluation(fmt, exported, tmp_path):
         assert got.shape == reference.shape
         rel = np.max(np.abs(got - reference)) / np.max(np.abs(reference))
         assert rel <= RTOL, (fmt, [x.shape for x in inputs], rel)
+
+
+def test_tfclip_on_your_own_tracklets_takes_the_mean_camera_embedding(runs):
+    """`vreid-extract` gives TF-CLIP no camera id (your cameras are not its training cameras): its
+    features are those of a model whose every camera embedding is the mean of the trained table,
+    and differ from any one training camera's; the features file says so."""
+    tm = trained_model.load(str(runs / "tfclip"))
+    cfg = tm.config.input
+    frames = np.random.default_rng(2).integers(
+        0, 256, (cfg.clip_len, cfg.height, cfg.width, 3), np.uint8
+    )
+    extracted = extract.extract(tm, [_tracklet(frames, 0)], progress=False)
+    params = tm.variables["params"]
+    table = params["camera"]["cv_embed"]
+    every_row_the_mean = jnp.broadcast_to(table.mean(0), table.shape)
+    mean_only = {**tm.variables, "params": {**params, "camera": {"cv_embed": every_row_the_mean}}}
+    clips = jnp.asarray(frames[None])
+    camera_0 = jnp.zeros((1,), jnp.int32)
+    expected = features_lib.clip_features(tm.model, mean_only, clips, camera_0)
+    np.testing.assert_allclose(extracted.features, expected, rtol=1e-5, atol=1e-6)
+    of_camera_0 = features_lib.clip_features(tm.model, tm.variables, clips, camera_0)
+    assert np.abs(extracted.features - of_camera_0).max() > 1e-4
+    assert extracted.provenance["cameras"] == registry.UNKNOWN_CAMERAS
 
 
 def test_cli_exports_with_metadata(runs, tmp_path):
@@ -237,6 +265,7 @@ PRIMITIVES = {
         ],
         1,
     ),
+    "split": lambda x: jnp.concatenate(jnp.split(x, [1, 3], axis=-1)[::-1], -1),
     "select_compare": lambda x: jnp.where(x > 0.1, x, -x) + (x >= 0) - (x < 1) * (x != 0),
     "unary": lambda x: jnp.exp(-jnp.abs(x)) + jax.lax.rsqrt(x * x + 1) + jnp.sqrt(x**2) + x**3,
     "softmax_relu_cast": lambda x: jax.nn.softmax(jax.nn.relu(x), -1) + x.astype(jnp.int32),

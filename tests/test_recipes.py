@@ -367,9 +367,6 @@ TFCLIP_KEYS = {
     # TF-CLIP's BASE_LR 5e-6 (x0.1 in its warm-up) moves a random-headed tiny model too little
     # for the loss to show it in 14 steps; everything else is the recipe's.
     "optim.learning_rate": 1e-4,
-    # The test-size MARS (8 gallery tracklets) has no cross-camera match for any query in the
-    # stored gallery alone (the recipe's TF-CLIP gallery): its queries join the gallery here.
-    "eval.gallery": "official",
 }
 
 
@@ -394,20 +391,73 @@ def converted_clip(tmp_path_factory, repo_root):
     return str(build_once(tmp_path_factory, "openai_clip", convert) / "ViT-tiny.npz")
 
 
-def test_tfclip_recipe_config_validates_and_other_datasets_fail_loudly():
-    module = importlib.import_module("configs.tfclip_mars")
+# Each dataset's cameras (REFERENCE: MARS 6, DukeMTMC-VideoReID 8, iLIDS-VID and PRID-2011 2,
+# LS-VID 15): TF-CLIP has one camera embedding per camera of its training set.
+CAMERAS = {"mars": 6, "dukev": 8, "ilidsvid": 2, "prid2011": 2, "lsvid": 15}
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_tfclip_recipe_is_the_official_setting_with_the_dataset_cameras(dataset):
+    module = importlib.import_module(f"configs.tfclip_{dataset}")
     config = module.get_config()
     config_lib.validate(config)
-    assert (config.model.name, config.data.name, config.eval.gallery) == (
-        "tfclip",
-        "mars",
-        "torchreid",
+    assert (config.model.name, config.data.name) == ("tfclip", dataset)
+    assert config.model.pretrained == "ViT-B-16.npz"
+    assert config.model.tfclip.num_cameras == CAMERAS[dataset]
+    # `configs/vit_clipreid.yml` (stage 2), one setting for every dataset.
+    assert (config.input.num_ids_per_batch, config.input.num_instances, config.input.clip_len) == (
+        4,
+        4,
+        8,
     )
-    assert (config.optim.learning_rate, config.input.clip_len, config.num_epochs) == (5e-6, 8, 80)
-    from configs import recipe  # noqa: PLC0415
+    assert (config.optim.learning_rate, config.optim.weight_decay, config.num_epochs) == (
+        5e-6,
+        1e-4,
+        80,
+    )
+    assert tuple(config.schedule.milestones_epochs) == (30, 50, 70)
+    assert config.schedule.warmup_epochs == 10
+    # The official LS-VID loader trains on 48-frame pieces; the others on whole tracklets.
+    sampler = ("restricted_window", 48) if dataset == "lsvid" else ("restricted",)
+    assert (config.input.train_sampler, config.input.window)[: len(sampler)] == sampler
+    # The official evaluation ranks the queries against every test tracklet, queries included.
+    assert (config.eval.gallery, config.eval.ap_mode) == ("official", "standard")
+    if dataset in names.MULTI_SPLIT:
+        assert module.get_config("split=3").data.split == 3
+        assert tuple(module.get_config("all_splits").eval.splits) == tuple(range(names.NUM_SPLITS))
+    else:
+        assert tuple(module.get_config("all_splits").eval.splits) == ()
+    with pytest.raises(config_lib.UserError, match="already the official one"):
+        module.get_config("official")
 
-    with pytest.raises(config_lib.UserError, match="not supported yet"):
-        recipe.make("tfclip", "lsvid", None)
+
+# What the TF-CLIP paper publishes (Table 1; PRID-2011 and DukeMTMC-VideoReID: nothing).
+TFCLIP_PUBLISHED = {
+    "mars": "mAP 89.4 / R1 93.0",
+    "lsvid": "mAP 83.8 / R1 90.4",
+    "ilidsvid": "R1 94.5 / R5 99.1",
+    "prid2011": "Published: none",
+    "dukev": "Published: none",
+}
+
+
+@pytest.mark.parametrize("model", [*MODELS, "tfclip"])
+def test_every_recipe_docstring_has_its_own_commands_and_a_published_line(model):
+    for dataset in DATASETS:
+        name = f"{model}_{dataset}"
+        module = importlib.import_module(f"configs.{name}")
+        doc, weights = module.__doc__, module.get_config().model.pretrained
+        assert f"python -m data_prep.build --dataset {dataset} " in doc, name
+        assert f" --out {weights}" in doc and f"--config.model.pretrained={weights}" in doc, name
+        assert f"python -m vreid_jax.main --config configs/{name}.py" in doc, name
+        assert f"--workdir runs/{name} " in doc, name
+        assert "\nPublished: " in doc, name
+        if dataset in names.MULTI_SPLIT:
+            assert f"configs/{name}.py:split=0 " in doc and ":all_splits" in doc, name
+        if dataset == "dukev":
+            assert "withdrawn by its authors" in doc, name
+        if model == "tfclip":
+            assert TFCLIP_PUBLISHED[dataset] in doc, name
 
 
 @pytest.mark.slow

@@ -110,10 +110,8 @@ def feature_function(trained) -> FeatureFunction:
     import ml_collections  # noqa: PLC0415
 
     from vreid_jax import models
-    from vreid_jax.deploy.trained_model import require_no_cameras  # noqa: PLC0415
     from vreid_jax.evaluation import features  # noqa: PLC0415
 
-    require_no_cameras(trained, "vreid-export")
     config = trained.config
     # Exports compute in float32 (the parameters are), with the CPU forms of conv and max-pool:
     # matrix products, slices and maxima, which every format takes (TFLite and the ONNX converter

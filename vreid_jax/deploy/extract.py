@@ -15,7 +15,9 @@ The camera of a track file's tracks is its `--camera`, else named after the file
 
 Extraction uses the run's evaluation settings and the same compiled, fixed-shape functions: NL3D
 averages T-frame clips, GLTR encodes every frame and runs its temporal head over the whole tracklet;
-any tracklet length runs without recompiling, on every device.
+any tracklet length runs without recompiling, on every device. TF-CLIP averages clips as NL3D does;
+your cameras are not its training cameras, so every tracklet gets the mean of its camera
+embeddings (`models.registry.UNKNOWN_CAMERAS`, recorded in the file's provenance).
 """
 
 from __future__ import annotations
@@ -84,12 +86,11 @@ def extract(trained_model, tracklets, *, progress: bool = True):
     import tqdm  # noqa: PLC0415
 
     from vreid_jax.deploy.tracks import sources  # noqa: PLC0415
-    from vreid_jax.deploy.trained_model import require_no_cameras  # noqa: PLC0415
     from vreid_jax.evaluation import features  # noqa: PLC0415
 
     t = trained_model
-    require_no_cameras(t, "vreid-extract")
-    extractor = features.extractor_for(t.model, t.config, t.mesh)
+    # Your cameras are not the training cameras: no camera ids (`registry.UNKNOWN_CAMERAS`).
+    extractor = features.extractor_for(t.model, t.config, t.mesh, cameras=False)
     bars = []
 
     def bar(total):

@@ -255,6 +255,16 @@ def _slice(g, eqn, ins, avals):
     return [g.op("Slice", ins[0], g.shape(starts), g.shape(limits), axes, steps)]
 
 
+def _split(g, eqn, ins, avals):
+    """One Slice per piece (the fused q/k/v projection of a CLIP ViT splits in three)."""
+    axes = g.const([eqn.params["axis"]], np.int64)
+    outs, start = [], 0
+    for size in eqn.params["sizes"]:
+        outs.append(g.op("Slice", ins[0], g.shape([start]), g.shape([start + size]), axes))
+        start = start + size
+    return outs
+
+
 def _select_n(g, eqn, ins, avals):
     if len(ins) != 3:
         raise errors.UserError("ONNX export: select_n with more than two cases is not supported.")
@@ -344,6 +354,7 @@ HANDLERS = {
     "concatenate": _concatenate,
     "pad": _pad,
     "slice": _slice,
+    "split": _split,
     "select_n": _select_n,
     "reduce_sum": _reduce("ReduceSum"),
     "reduce_max": _reduce("ReduceMax"),

@@ -44,7 +44,7 @@ class TrainedModel:
 
     def provenance(self) -> dict:
         """What a features file or an exported model records of where it came from."""
-        return {
+        record = {
             "model": self.config.model.name,
             "checkpoint": self.checkpoint,
             "step": self.step,
@@ -53,18 +53,9 @@ class TrainedModel:
             "input": dict(self.meta["input"]),
             "config": self.config.to_dict(),
         }
-
-
-def require_no_cameras(trained: TrainedModel, command: str) -> None:
-    """Raises UserError for a model that takes camera ids (`ModelSpec.takes_cameras`, TF-CLIP):
-    `command` on your own tracklets needs a rule for cameras the model never saw, not defined
-    yet."""
-    if registry.spec(trained.config.model.name).takes_cameras:
-        raise errors.UserError(
-            f"{command} of a {trained.config.model.name} model is not supported yet: it takes "
-            "camera ids, and the rule for your own cameras (the mean camera embedding, or none) "
-            "is not defined yet. `--config.mode=eval` of the checkpoint works."
-        )
+        if registry.spec(self.config.model.name).takes_cameras:
+            record["cameras"] = registry.UNKNOWN_CAMERAS
+        return record
 
 
 def checkpoint_location(

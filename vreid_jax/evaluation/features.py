@@ -122,14 +122,14 @@ class ClipAverage:
             ),
         )
 
-    def __init__(self, model, config, mesh, *, method: str | None = None):
+    def __init__(self, model, config, mesh, *, method: str | None = None, cameras: bool = True):
         """`method`: instead of the model's features, the mean over each tracklet's clips of
-        `model.<method>(clips)` (no cameras)."""
+        `model.<method>(clips)` (no cameras). `cameras`: see `extractor_for`."""
         self.config, self.mesh, self._model = config, mesh, model
         self._aggregate = config.eval.aggregate
         if method is None:
             self._array_keys = ("clips",)
-            if registry.spec(config.model.name).takes_cameras:
+            if cameras and registry.spec(config.model.name).takes_cameras:
                 self._array_keys = ("clips", "cameras")
             fn = functools.partial(clip_features, model)
         else:
@@ -199,7 +199,8 @@ class FrameSequence:
             ),
         )
 
-    def __init__(self, model, config, mesh):
+    def __init__(self, model, config, mesh, *, cameras: bool = True):
+        del cameras  # No model of this kind takes cameras (`registry.ModelSpec`).
         self.config, self.mesh = config, mesh
         self._encode = _jit(functools.partial(frame_features, model), mesh, num_batched=1)
         self._head = _jit(functools.partial(sequence_features, model), mesh, num_batched=2)
@@ -318,10 +319,15 @@ def kind_for(model_name: str):
     return EXTRACTORS[registry.spec(model_name).extraction]
 
 
-def extractor_for(model, config, mesh):
+def extractor_for(model, config, mesh, *, cameras: bool = True):
     """The extractor the registry declares for `config.model.name`, compiled for `mesh`; reuse it
-    across evaluations (no recompiles)."""
-    return kind_for(config.model.name)(model, config, mesh)
+    across evaluations (no recompiles).
+
+    `cameras`: a model that takes cameras (`ModelSpec.takes_cameras`) gets each tracklet's camera
+    (the dataset's evaluation, whose cameras are the training cameras); False gives it none, and
+    the model applies its rule for cameras it never saw (`registry.UNKNOWN_CAMERAS`): your own
+    tracklets (`vreid-extract`), whose camera names mean nothing to the model."""
+    return kind_for(config.model.name)(model, config, mesh, cameras=cameras)
 
 
 def check_cameras(model, index, what: str) -> None:

@@ -5,8 +5,9 @@ same metrics under every other protocol the features allow (`protocols`), and th
 distance matrix (the ranked-list pictures of `vreid_jax.evaluation.reports` draw from it).
 
 Published numbers use different protocols: the MARS MATLAB code and GLTR the trapezoid AP, torchreid
-and most PyTorch codes the standard AP; AP3D and its successors the 11,310-tracklet MARS gallery
-(queries included), TF-CLIP and VID-Trans-ReID the 9,330 one. Every evaluation reports all of them
+and most PyTorch codes the standard AP; AP3D and its successors, and TF-CLIP (its `R1_mAP_eval`
+ranks against every test feature), the 11,310-tracklet MARS gallery (queries included);
+VID-Trans-ReID the 9,330 one. Every evaluation reports all of them
 from the one set of features, so any published number can be compared without re-running.
 """
 

@@ -197,6 +197,12 @@ class CameraEmbedding(nn.Module):
 
     `scale` is `sie_coe` (TF-CLIP's recipe: 1.0). The table starts as timm's
     `trunc_normal_(std=.02)`, whose bounds are +-2 absolute, i.e. a plain normal at this std.
+
+    `cameras=None`, inputs from cameras the model never saw (your own videos), gives
+    `scale * mean(table)` (`[width]`). TF-CLIP defines nothing for them (its test cameras are its
+    training cameras); every training input carried one of the table's rows, so the mean row
+    keeps the class token near where training put it, where no embedding at all would move it by
+    a whole row (compared on synthetic data in `benchmarks/README.md`, "Unknown cameras").
     """
 
     num_cameras: int
@@ -206,6 +212,8 @@ class CameraEmbedding(nn.Module):
     @nn.compact
     def __call__(self, cameras):
         table = self.param("cv_embed", nn.initializers.normal(0.02), (self.num_cameras, self.width))
+        if cameras is None:
+            return self.scale * jnp.mean(table, axis=0)
         return self.scale * table[cameras]
 
 

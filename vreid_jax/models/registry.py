@@ -341,6 +341,19 @@ class ModelSpec:
     training: str = STANDARD_TRAINING
     pretrained: str = RESNET_WEIGHTS
 
+    def __post_init__(self):
+        if self.takes_cameras and self.extraction != CLIP_AVERAGE:
+            raise ValueError("Only CLIP_AVERAGE extraction passes cameras to a model.")
+
+
+# What a model that takes cameras does with inputs from cameras it never saw (the features of your
+# own tracklets, `vreid-extract`, and exported models, which take no camera): recorded in their
+# provenance. `vreid_jax.models.clip_vit.CameraEmbedding` implements it (cameras=None).
+UNKNOWN_CAMERAS = (
+    "Inputs from cameras the model never saw (extract, search, relink, export) get the mean of "
+    "its training cameras' embeddings; the dataset's evaluation uses each tracklet's camera."
+)
+
 
 # Adding a model: its module in this package, a builder above, and one entry here.
 MODELS: dict[str, ModelSpec] = {

@@ -101,6 +101,12 @@ def _dense(features: int, fan_in: int, name: str, use_bias: bool = True, std=Non
     )
 
 
+def _class_token(x):
+    """`x[:, :, 0]` of `[B, T, L, D]` tokens, as a slice: jnp indexing under a symbolic batch
+    (an exported model's) is a gather, which the ONNX and TFLite converters do not take."""
+    return jax.lax.index_in_dim(x, 0, axis=2, keepdims=False)
+
+
 class TemporalMemoryDiffusion(nn.Module):
     """One TMD block: frames' tokens `[B, T, L, D]` -> `[B, T, L + 1, D]` (message token last)."""
 
@@ -223,7 +229,7 @@ class FrozenBiasNeck(nn.Module):
 
 
 class TFClip(nn.Module):
-    """TF-CLIP over clips `[B, T, H, W, 3]` and cameras `[B]`.
+    """TF-CLIP over clips `[B, T, H, W, 3]` and cameras `[B]` (None: cameras it never saw).
 
     `__call__(clips, cameras, memory=None, train=False)`: in training (`train=True`, `memory`
     `[num_classes, output_dim]` given) a `TFClipTrainOutputs`, and the neck statistics updated
@@ -275,13 +281,15 @@ class TFClip(nn.Module):
         self.bottleneck_proj_temp = FrozenBiasNeck()
         self.bottleneck_proj_temp2 = FrozenBiasNeck()
 
-    def _encode(self, clips, cameras):
+    def _encode(self, clips, camera_embedding):
+        """Every frame through the encoder, with the clip's camera embedding `[B, width]` (or
+        `[width]` for all, or None)."""
         b, t = clips.shape[:2]
         frames = clips.reshape(b * t, *clips.shape[2:])
-        camera = None
-        if cameras is not None:
-            camera = jnp.repeat(self.camera(cameras), t, axis=0)
-        out = self.image_encoder(frames, camera)
+        if camera_embedding is not None:
+            camera_embedding = jnp.broadcast_to(camera_embedding, (b, self.width))
+            camera_embedding = jnp.repeat(camera_embedding, t, axis=0)
+        out = self.image_encoder(frames, camera_embedding)
         return (
             out.tokens.reshape(b, t, *out.tokens.shape[1:]),
             out.projected.reshape(b, t, *out.projected.shape[1:]),
@@ -291,13 +299,13 @@ class TFClip(nn.Module):
         """The CLIP-Memory's input for a batch of clips: the projected class token averaged over T,
         without camera embedding (`model/make_model_clipreid.py`:201-216): `[B, output_dim]`."""
         _, projected = self._encode(clips, None)
-        return jnp.mean(projected[:, :, 0], axis=1)
+        return jnp.mean(_class_token(projected), axis=1)
 
     def __call__(self, clips, cameras, memory=None, train: bool = False):
         b, t = clips.shape[:2]
-        tokens, projected = self._encode(clips, cameras)
-        img_feature = jnp.mean(tokens[:, :, 0], axis=1)
-        img_feature_proj = jnp.mean(projected[:, :, 0], axis=1)
+        tokens, projected = self._encode(clips, self.camera(cameras))
+        img_feature = jnp.mean(_class_token(tokens), axis=1)
+        img_feature_proj = jnp.mean(_class_token(projected), axis=1)
         diffused = self.TMD(jax.lax.stop_gradient(tokens))
         frame_feature = jnp.mean(diffused, axis=2)  # [B, T, width], message token included
         temporal_feature = jnp.mean(frame_feature, axis=1)
@@ -339,9 +347,10 @@ class TFClipReid(TFClip):
     against the memory; in evaluation `(descriptor,)`. The memory `[num_classes, output_dim]` is
     the variable `batch_stats/clip_memory` (zeros at init; `training.kinds` sets it from the
     pretrained encoder before the first step), so that it is checkpointed and restored with the
-    rest of the state and never trained. `cameras=None` adds no camera embedding (as
-    `memory_features`). Initialisation creates every parameter (camera table, SSP, classifiers),
-    whatever `train` says.
+    rest of the state and never trained. `cameras=None` means cameras the model never saw (the
+    mean camera embedding, `clip_vit.CameraEmbedding`), the rule for your own tracklets (extract,
+    export). Initialisation creates every parameter (camera table, SSP,
+    classifiers), whatever `train` says.
     """
 
     def setup(self):
@@ -357,9 +366,7 @@ class TFClipReid(TFClip):
     def __call__(self, clips, train: bool = False, mask=None, cameras=None):  # noqa: D102
         del mask  # Clips are whole: nothing is padded within a clip.
         if self.is_initializing():  # Every parameter, the training-only ones included.
-            b = clips.shape[0]
-            init_cameras = jnp.zeros((b,), jnp.int32) if cameras is None else cameras
-            TFClip.__call__(self, clips, init_cameras, self.clip_memory.value, True)
+            TFClip.__call__(self, clips, cameras, self.clip_memory.value, True)
         if train:
             return TFClip.__call__(self, clips, cameras, self.clip_memory.value, True)
         return (TFClip.__call__(self, clips, cameras, None, False),)
