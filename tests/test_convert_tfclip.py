@@ -6,15 +6,21 @@ The torch side is `tests/torch_tfclip.py`, whose own name mapping is independent
 converter's (`convert_tfclip.official_name`), plus the entries the official model saves but never
 reads (`classifier_proj_temp2`, SSP's `alpha` and `norm`)."""
 
+import copy
+import hashlib
 import json
+import pathlib
 
 import numpy as np
 import pytest
 from helpers import run_command, tiny_config
+from PIL import Image
 
 import vreid_jax.main
 from vreid_jax import checkpoint
-from vreid_jax.deploy import convert_tfclip, trained_model
+from vreid_jax.data import pixels
+from vreid_jax.deploy import convert_tfclip, extract, trained_model
+from vreid_jax.deploy.tracks import feature_file
 from vreid_jax.models import convert_clip, pretrained
 from vreid_jax.training import loop
 
@@ -64,7 +70,8 @@ def converted(tmp_path_factory, tiny_data_dir, repo_root):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert f"wrote {workdir}" in result.stdout
-    return dict(net=net, state=state, workdir=workdir)
+    sha256 = hashlib.sha256(pathlib.Path(weights).read_bytes()).hexdigest()
+    return dict(net=net, state=state, workdir=workdir, sha256=sha256)
 
 
 def test_the_converted_workdir_gives_the_official_models_descriptor(converted):
@@ -101,6 +108,33 @@ def test_eval_mode_of_the_converted_workdir_through_the_command_line(
     assert result.returncode == 0, result.stderr[-4000:]
     record = json.loads((workdir / "results.json").read_text())
     assert record["step"] == 0 and 0.0 < record["mAP"] <= 1.0
+
+
+def test_extract_from_the_converted_workdir_gives_the_official_models_features(converted, tmp_path):
+    """`vreid-extract` on your own tracklets: each tracklet's clips of T frames through the official
+    model with the mean camera embedding (`registry.UNKNOWN_CAMERAS`), averaged."""
+    rng = np.random.default_rng(0)
+    tracks = {f"t{i}": rng.integers(0, 256, (2 * T, H, W, 3), dtype=np.uint8) for i in range(2)}
+    for track, frames in tracks.items():
+        (tmp_path / "own" / track).mkdir(parents=True)
+        for n, frame in enumerate(frames):
+            Image.fromarray(frame).save(tmp_path / "own" / track / f"f{n}.png")
+    out = tmp_path / "features.npz"
+    args = ("--workdir", converted["workdir"], "--tracklets", tmp_path / "own", "--out", out)
+    result = run_command(extract, *args)
+    assert result.returncode == 0, result.stderr[-4000:]
+    extracted = feature_file.load(str(out))
+    assert extracted.provenance[checkpoint.CONVERTED]["sha256"] == converted["sha256"]
+
+    net = copy.deepcopy(converted["net"])  # One camera: the mean of the training cameras'.
+    net.cv_embed = torch.nn.Parameter(net.cv_embed.mean(0, keepdim=True))
+    for row, track in enumerate(extracted.track_ids):
+        clips = np.asarray(pixels.normalize(tracks[track])).reshape(2, T, H, W, 3)
+        with torch.no_grad():
+            clips = torch.from_numpy(clips).permute(0, 1, 4, 2, 3)
+            theirs = net(clips, torch.zeros(2, dtype=torch.long)).mean(0).numpy()
+        scale = max(1.0, float(np.abs(theirs).max()))
+        assert float(np.abs(extracted.features[row] - theirs).max()) <= 1e-4 * scale, track
 
 
 def test_training_from_the_converted_workdir_is_refused(converted):
