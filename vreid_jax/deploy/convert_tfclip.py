@@ -22,9 +22,10 @@ of the model's `state_dict()` as `checkpoint_ep.pth.tar`, copied to `best_model.
   `classifier_proj_temp`.
 A file saved from a `DistributedDataParallel` run (stage 2 wraps the model on several GPUs,
 `processor/processor_clipreid_stage2.py`:37-39) has a `module.` prefix, which is dropped, as the
-official `load_param` drops it (309). The model keeps no text encoder and no prompt learner (of
-the CLIP model only `visual` is kept, 168-171), and the CLIP-Memory is no tensor of the model (it is
-computed before training and passed to `forward`, 197 and 284): neither is in the file.
+official `load_param` drops it (`model/make_model_clipreid.py`:309). The model keeps no text
+encoder and no prompt learner (of the CLIP model only `visual` is kept, 168-171), and the
+CLIP-Memory is no tensor of the model (it is computed before training and passed to `forward`, 197
+and 284): neither is in the file.
 
 Read off the shapes: the encoder's width, layers, patch size and output dim, the number of
 identities (`classifier2.weight` rows) and of cameras (`cv_embed` rows). Not in the file, so taken
@@ -48,10 +49,13 @@ Written in one step (a temporary folder renamed onto `--workdir`, which must be 
 `checkpoints/0`, the model variables with the meta record every checkpoint has, so that
 `trained_model.load` rebuilds the model as it does for a trained run. The CLIP-Memory
 (`batch_stats/clip_memory`) is zeros: evaluation never reads it (SSP and the memory logits run in
-training only, 283-289). The meta record's `converted` entry names the source file, and the training
-loop refuses such a checkpoint (`training.loop.restore_or_keep`): it holds no memory and no optimizer
-state, and a memory recomputed from the trained encoder would not be TF-CLIP's, which the frozen
-pretrained CLIP computes before the first step.
+training only, 283-289). The meta record's `converted` entry names the source file, and the
+training loop refuses such a checkpoint (`training.loop.restore_or_keep`): it holds no memory and no
+optimizer state, and a memory recomputed from the trained encoder would not be TF-CLIP's, which
+the frozen pretrained CLIP computes before the first step. The dataset's evaluation gives each
+tracklet its camera, as the official test does; your own tracklets (`vreid-extract`) and exported
+models get the mean camera embedding (`registry.UNKNOWN_CAMERAS`, recorded in their provenance
+with the source file).
 """
 
 from __future__ import annotations
@@ -76,7 +80,8 @@ _ENCODER = "image_encoder."
 # The keys that say a file is a TF-CLIP checkpoint (`model/make_model_clipreid.py`:141, 171, 177).
 _MARKERS = (f"{_ENCODER}conv1.weight", "cv_embed", "classifier2.weight")
 # Flax modules named `<container>_<i>` for torch's `nn.Sequential` / `nn.ModuleList` children
-# `<container>.<i>` (SSP's projections, decoder layers and MLP, `model/make_model_clipreid.py`:373-407).
+# `<container>.<i>`: SSP's projections, decoder layers and MLP (`model/make_model_clipreid.py`:
+# 373-407).
 _INDEXED = re.compile(r"(memory_proj|text_proj|out_proj|decoder|mlp)_(\d+)")
 
 
@@ -331,7 +336,8 @@ def main(argv):
 
 
 def cli_main():
-    cli.launch(main, _define_flags, flags_parser=cli.config_flags_parser(COMMAND))
+    usage = f"{COMMAND} --weights FILE --config configs/tfclip_<dataset>.py --workdir DIR"
+    cli.launch(main, _define_flags, flags_parser=cli.config_flags_parser(usage))
 
 
 if __name__ == "__main__":
