@@ -26,6 +26,9 @@ from vreid_jax.errors import UserError
 
 # The summary metric that chooses the best checkpoint (a key of `metrics.evaluate_rank`'s summary).
 BEST_METRIC = "mAP"
+# The meta record's entry of a checkpoint converted from another codebase's file (its source):
+# such a checkpoint holds model variables only, to evaluate and use, never to resume training.
+CONVERTED = "converted"
 
 
 def _best_metric(metrics: dict) -> float:

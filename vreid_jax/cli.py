@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import sys
 
-from absl import app, logging
+from absl import app, flags, logging
 
 from vreid_jax import errors, host_memory, logging_utils
 
@@ -54,6 +54,33 @@ def launch(main, define_flags, *, flags_parser=None, verbosity: int | None = Non
         logging.set_verbosity(verbosity)
     kwargs = {"flags_parser": flags_parser} if flags_parser else {}
     app.run(_one_line_errors(main), **kwargs)
+
+
+def config_flags_parser(usage: str):
+    """The flags parser of a command with a `--config` file flag: config errors (an unknown key, a
+    bad value, a missing or broken file) become one clear line, with `usage` for flag errors."""
+
+    def parse(argv):
+        try:
+            remaining = flags.FLAGS(argv)
+            flags.FLAGS.config.mode  # noqa: B018  (the config file loads lazily: load it here)
+            return remaining
+        except flags.Error as e:
+            sys.exit(f"error: {e}\nUsage: {usage}")
+        except errors.USER_ERRORS as e:  # The config file refused its `:arg` (an unknown one).
+            sys.exit(f"error: {e}")
+        except (OSError, SyntaxError, ImportError, NameError) as e:  # A missing or broken file.
+            sys.exit(f"error: cannot load the --config file: {type(e).__name__}: {e}")
+        except AttributeError as e:
+            # ml_collections raises this for `--config.no_such_key=...` (a locked config has no
+            # new keys).
+            overrides = [a for a in argv[1:] if a.startswith("--config.")]
+            sys.exit(
+                f"error: unknown config key {e}; overrides given: {overrides}. "
+                "Every key is listed, with a comment, in configs/default.py."
+            )
+
+    return parse
 
 
 def no_arguments(argv) -> None:

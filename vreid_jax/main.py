@@ -6,14 +6,13 @@ Only this file reads absl flags. It calls `vreid_jax.run.run(config, workdir)`, 
 notebook calls, which validates the config and records it in `workdir/config.json`.
 """
 
-import sys
-
 from absl import flags
 from ml_collections import config_flags
 
-from vreid_jax import cli, config_lib, errors
+from vreid_jax import cli, config_lib
 
 FLAGS = flags.FLAGS
+_USAGE = "python -m vreid_jax.main --config configs/<file>.py --workdir DIR"
 
 
 def _define_flags() -> None:
@@ -39,32 +38,9 @@ def main(argv):
     run.run(FLAGS.config, FLAGS.workdir)
 
 
-def _parse_flags(argv):
-    """Parses flags, turning config errors (unknown key, bad value, missing file) into one clear line."""
-    try:
-        remaining = FLAGS(argv)
-        FLAGS.config.mode  # noqa: B018  (the config file loads lazily: load it here)
-        return remaining
-    except flags.Error as e:
-        sys.exit(
-            f"error: {e}\nUsage: python -m vreid_jax.main --config configs/<file>.py --workdir DIR"
-        )
-    except errors.USER_ERRORS as e:  # The config file refused its `:arg` (e.g. an unknown one).
-        sys.exit(f"error: {e}")
-    except (OSError, SyntaxError, ImportError, NameError) as e:  # A missing or broken config file.
-        sys.exit(f"error: cannot load the --config file: {type(e).__name__}: {e}")
-    except AttributeError as e:
-        # ml_collections raises this for `--config.no_such_key=...` (a locked config has no new keys).
-        overrides = [a for a in argv[1:] if a.startswith("--config.")]
-        sys.exit(
-            f"error: unknown config key {e}; overrides given: {overrides}. "
-            "Every key is listed, with a comment, in configs/default.py."
-        )
-
-
 def cli_main():
     """The `vreid-train` console script."""
-    cli.launch(main, _define_flags, flags_parser=_parse_flags)
+    cli.launch(main, _define_flags, flags_parser=cli.config_flags_parser(_USAGE))
 
 
 if __name__ == "__main__":

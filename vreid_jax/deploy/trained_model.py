@@ -55,6 +55,8 @@ class TrainedModel:
         }
         if registry.spec(self.config.model.name).takes_cameras:
             record["cameras"] = registry.UNKNOWN_CAMERAS
+        if checkpoint.CONVERTED in self.meta:  # Trained elsewhere: the file it came from.
+            record[checkpoint.CONVERTED] = dict(self.meta[checkpoint.CONVERTED])
         return record
 
 

@@ -13,6 +13,8 @@ The layout is recognised from the file itself, whatever its name:
   `CLIPVisionModel` without that prefix), separate q/k/v projections with biases, which become
   OpenAI's fused `in_proj`. A `CLIPVisionModel` has no projection: the model's own init then
   stays for it.
+A TF-CLIP training checkpoint (`image_encoder.*`, `cv_embed`, `TMD.*`, ...) is a trained model, not
+an encoder to start from: `python -m vreid_jax.deploy.convert_tfclip` makes it a workdir.
 The text tower (and OpenAI's scalar buffers) are ignored. Width, layers, patch size and output
 dim are read off the shapes; the number of heads off the TorchScript archive's attention modules,
 or the `config.json` beside a Hugging Face file, else OpenAI's rule width // 64 (`--heads` sets
@@ -178,11 +180,16 @@ def _hf_sources(name: str) -> tuple[str, ...]:
     raise AssertionError(name)
 
 
-class _Layout:
+class Layout:
     """How one layout names the encoder's arrays: source keys per OpenAI name, and what to
     ignore."""
 
-    def __init__(self, arrays: dict[str, np.ndarray]):
+    def __init__(self, arrays: dict[str, np.ndarray], openai_prefix: str | None = None):
+        """The layout of `arrays`; `openai_prefix` names OpenAI's layout under another prefix
+        (a TF-CLIP checkpoint's `image_encoder.`)."""
+        if openai_prefix is not None:
+            self.hugging_face, self.prefix = False, openai_prefix
+            return
         self.hugging_face = not any(k.startswith(_OPENAI_PREFIX) for k in arrays)
         self.prefix = _HF_PREFIX if any(k.startswith(_HF_PREFIX) for k in arrays) else ""
         if not self.hugging_face:
@@ -210,14 +217,19 @@ class _Layout:
         return f"OpenAI/open_clip {container}"
 
 
-def _recognise(arrays: dict[str, np.ndarray], path: str) -> _Layout:
+def _recognise(arrays: dict[str, np.ndarray], path: str) -> Layout:
     if f"{_OPENAI_PREFIX}conv1.weight" in arrays:
         if any(k.startswith(f"{_OPENAI_PREFIX}attnpool.") for k in arrays):
             raise _error(f"{path}: a ResNet CLIP ('visual.attnpool.*'), not a ViT.")
-        return _Layout(arrays)
+        return Layout(arrays)
+    if "image_encoder.conv1.weight" in arrays:
+        raise _error(
+            f"{path}: a TF-CLIP training checkpoint, which becomes a workdir to evaluate and use "
+            "as it is: `python -m vreid_jax.deploy.convert_tfclip --weights FILE --workdir DIR`."
+        )
     hf_key = "embeddings.patch_embedding.weight"
     if hf_key in arrays or _HF_PREFIX + hf_key in arrays:
-        return _Layout(arrays)
+        return Layout(arrays)
     sample = ", ".join(repr(k) for k in list(arrays)[:5]) or "none"
     raise _error(
         f"{path}: not a CLIP ViT image encoder: expected OpenAI/open_clip keys "
@@ -232,10 +244,10 @@ def _shape(arrays, key, path) -> tuple[int, ...]:
     return tuple(arrays[key].shape)
 
 
-def _architecture(arrays, layout, path, heads, height, width):
-    """The architecture of the file's encoder, from its shapes, at the grid of the input size."""
-    from vreid_jax.models import clip_pretrained, clip_vit  # noqa: PLC0415  (jax)
-
+def encoder_dimensions(arrays, layout, path, heads) -> tuple[dict, int]:
+    """Width, layers, heads, patch size and output dim (None without projection) of the file's
+    encoder, read off its shapes (`heads` None: OpenAI's rule), and the rows of its positional
+    embedding, whose grid the caller interprets."""
     conv_key = layout.sources("conv1.weight")[0]
     conv = _shape(arrays, conv_key, path)
     if len(conv) != 4 or conv[1] != 3 or conv[2] != conv[3]:
@@ -243,13 +255,7 @@ def _architecture(arrays, layout, path, heads, height, width):
             f"{path}: key {conv_key!r} has shape {conv}; expected (width, 3, patch, patch)."
         )
     model_width, patch = conv[0], conv[2]
-    pos_key = layout.sources("positional_embedding")[0]
-    rows = _shape(arrays, pos_key, path)[0] - 1
-    side = round(rows**0.5)
-    if side * side != rows or rows < 1:
-        raise _error(
-            f"{path}: key {pos_key!r} has {rows + 1} rows: not a class row and a square grid."
-        )
+    rows = _shape(arrays, layout.sources("positional_embedding")[0], path)[0]
     layer_key = layout.sources("transformer.resblocks.0.ln_1.weight")[0]
     marker = layer_key.split("0.", 1)[0]  # '...resblocks.' or '...encoder.layers.'
     layer_ids = {k[len(marker) :].split(".")[0] for k in arrays if k.startswith(marker)}
@@ -270,17 +276,31 @@ def _architecture(arrays, layout, path, heads, height, width):
         heads = model_width // HEAD_DIM
     if model_width % heads:
         raise _error(f"{path}: width {model_width} is not a multiple of {heads} heads.")
-    return clip_pretrained.ClipVitArchitecture(
+    dimensions = dict(
         width=model_width,
         layers=len(layer_ids),
         heads=heads,
         patch_size=patch,
         output_dim=output_dim,
-        grid=clip_vit.patch_grid(height, width, patch),
-    ), (side, side)
+    )
+    return dimensions, rows
 
 
-def _heads(args_heads, archive_heads, hf_config, path) -> tuple[int | None, str]:
+def _architecture(arrays, layout, path, heads, height, width):
+    """The architecture of the file's encoder, from its shapes, at the grid of the input size;
+    and the (square) grid of its pretrained positional embedding."""
+    from vreid_jax.models import clip_pretrained, clip_vit  # noqa: PLC0415  (jax)
+
+    dimensions, rows = encoder_dimensions(arrays, layout, path, heads)
+    side = round((rows - 1) ** 0.5)
+    if side * side != rows - 1 or rows < 2:
+        pos_key = layout.sources("positional_embedding")[0]
+        raise _error(f"{path}: key {pos_key!r} has {rows} rows: not a class row and a square grid.")
+    grid = clip_vit.patch_grid(height, width, dimensions["patch_size"])
+    return clip_pretrained.ClipVitArchitecture(**dimensions, grid=grid), (side, side)
+
+
+def resolve_heads(args_heads, archive_heads, hf_config, path) -> tuple[int | None, str]:
     """The number of heads and who says it: the file, `--heads`, or nobody (None: OpenAI's
     rule)."""
     told = {
@@ -354,7 +374,7 @@ def convert(weights: str, out: str, *, height: int, width: int, heads: int | Non
     layout = _recognise(arrays, weights)
     hf_config = _hf_config(weights) if layout.hugging_face else {}
     _check_hf_config(hf_config, weights)
-    heads, heads_told_by = _heads(heads, archive_heads, hf_config, weights)
+    heads, heads_told_by = resolve_heads(heads, archive_heads, hf_config, weights)
     architecture, pretrained_grid = _architecture(arrays, layout, weights, heads, height, width)
     at_pretrained_grid = dataclasses.replace(architecture, grid=pretrained_grid)
     encoder, used = gather(arrays, layout, at_pretrained_grid, weights)

@@ -174,19 +174,40 @@ def model_and_optimizer(config, num_classes: int, steps_per_epoch: int):
 
 def restore_or_keep(ckpt, state, shardings, expected_meta: dict):
     """The newest usable checkpoint, read straight onto `shardings` and verified, or `state` when
-    there is none. Its meta record must fit `expected_meta` (`compare_meta`)."""
+    there is none. Its meta record must fit `expected_meta` (`compare_meta`), and a converted
+    checkpoint is refused (`refuse_converted`)."""
     target = jax.tree.map(
         lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
         state,
         shardings,
     )
-    check = lambda saved, where: compare_meta(saved, expected_meta, where)
+
+    def check(saved, where):
+        refuse_converted(saved, where)
+        compare_meta(saved, expected_meta, where)
+
     restored = ckpt.restore(target, check_meta=check)
     if restored is None:
         return state
     restored_state, _, step = restored
     logging.info("Resuming from checkpoint step %d in %s.", step, ckpt.directory)
     return restored_state
+
+
+def refuse_converted(saved: dict, where: str) -> None:
+    """Raises CheckpointMismatchError for a checkpoint converted from another codebase's file
+    (`convert_tfclip`): it holds model variables only, with a CLIP-Memory of zeros (the official
+    file has none) and no optimizer state, so training from it would not be TF-CLIP's."""
+    source = saved.get(checkpoint.CONVERTED)
+    if source is None:
+        return
+    raise checkpoint.CheckpointMismatchError(
+        f"{where} was converted from {source['weights']} by `{source['command']}`: it holds the "
+        "trained weights but no CLIP-Memory and no optimizer state, so training cannot resume "
+        "from it. Evaluate it (--config.mode=eval) or use it (vreid-extract, vreid-search, "
+        "vreid-relink, vreid-export); to train, start a new --workdir from the CLIP file "
+        "(config.model.pretrained)."
+    )
 
 
 def compare_meta(saved: dict, expected: dict, where: str) -> None:
