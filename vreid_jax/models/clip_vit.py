@@ -202,7 +202,7 @@ class CameraEmbedding(nn.Module):
     `scale * mean(table)` (`[width]`). TF-CLIP defines nothing for them (its test cameras are its
     training cameras); every training input carried one of the table's rows, so the mean row
     keeps the class token near where training put it, where no embedding at all would move it by
-    a whole row (compared on synthetic data in `benchmarks/README.md`, "Unknown cameras").
+    a whole row's norm, farther than the training cameras' rows are from their mean.
     """
 
     num_cameras: int
