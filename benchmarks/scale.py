@@ -19,7 +19,10 @@ its own process, as a user runs it; its peak RSS is the kernel's (`os.wait4`):
   python benchmarks/scale.py --dataset mars --root /tmp/scale_mars [--model gltr] [--scale real]
       [--steps generate,convert,...]   # Steps whose outputs exist are reused if not named.
 
-Adds the dataset's entry to benchmarks/results/scale.json and prints a table.
+`--model` picks the recipe (`configs/<model>_<dataset>.py`, GLTR by default). TF-CLIP's `start`
+includes its CLIP-Memory pass: every training frame through the encoder before the step.
+
+Adds the entry `<dataset>` (GLTR) or `<dataset>_<model>` to benchmarks/results/scale.json.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ import time
 import common
 
 STEPS = ("generate", "convert", "read_train", "decode", "start", "eval", "extract", "search")
-RECIPES = {"mars": "gltr_mars.py", "lsvid": "gltr_lsvid.py"}
+DATASETS = ("mars", "lsvid")
+MODELS = ("gltr", "nl3d", "tfclip")
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -111,7 +115,8 @@ def tracklet_folders(raw: str, out: str) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", choices=tuple(RECIPES), default="mars")
+    parser.add_argument("--dataset", choices=DATASETS, default="mars")
+    parser.add_argument("--model", choices=MODELS, default="gltr")
     parser.add_argument("--root", required=True, help="Folder for the raw tree, shards and runs.")
     parser.add_argument("--scale", default="real", help="'real' or a fraction of the dataset.")
     parser.add_argument("--steps", default=",".join(STEPS))
@@ -123,11 +128,12 @@ def main() -> None:
     features, index = os.path.join(args.root, "test.npz"), os.path.join(args.root, "gallery.npz")
     py = sys.executable
     main_flags = [
-        "--config", f"configs/{RECIPES[args.dataset]}", "--workdir", workdir,
+        "--config", f"configs/{args.model}_{args.dataset}.py", "--workdir", workdir,
         f"--config.data.data_dir={data_dir}", "--config.model.pretrained=",
         *size_flags(),
-        # The size keys' 16-frame batches would measure the per-batch overhead of 41k batches.
-        "--config.eval.frame_batch_size=256",
+        # The size keys' 16-frame batches would measure the per-batch overhead of 41k batches:
+        # 256 frames a batch (GLTR's frames; NL3D's and TF-CLIP's 64 clips of 4).
+        "--config.eval.frame_batch_size=256", "--config.eval.batch_size=64",
     ]  # fmt: skip
     commands = {
         "generate": [py, "-m", "data_prep.synthetic", "--layout", args.dataset, "--scale",
@@ -145,8 +151,10 @@ def main() -> None:
     env = {"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": _REPO}
     # Steps measured before (another invocation) are kept; each step is recorded as it ends.
     path = pathlib.Path(args.out) if args.out else common.RESULTS / "scale.json"
-    previous = json.loads(path.read_text()).get(args.dataset, {}) if path.exists() else {}
+    key = args.dataset if args.model == "gltr" else f"{args.dataset}_{args.model}"
+    previous = json.loads(path.read_text()).get(key, {}) if path.exists() else {}
     result = {**previous, "machine": common.machine(), "dataset": args.dataset, "scale": args.scale}
+    result["model"] = args.model
     for step in args.steps.split(","):
         if step == "extract" and not os.path.isdir(folders):
             begin = time.perf_counter()
@@ -164,7 +172,7 @@ def main() -> None:
             result[step] = measured(commands[step], env)
         print(step, json.dumps(result[step]), flush=True)
         result[f"{step}_command"] = " ".join(sys.argv)
-        common.merge_result("scale", args.dataset, result, str(path))
+        common.merge_result("scale", key, result, str(path))
     print(f"Wrote {path}")
 
 

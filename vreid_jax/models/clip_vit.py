@@ -117,13 +117,17 @@ class ResidualAttentionBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        x = x + SelfAttention(self.width, self.heads, self.dtype, name="attn")(
-            layer_norm(x, "ln_1")
-        )
-        y = layer_norm(x, "ln_2")
-        y = _torch_linear(4 * self.width, self.width, self.dtype, "c_fc")(y)
-        y = _torch_linear(self.width, 4 * self.width, self.dtype, "c_proj")(quick_gelu(y))
-        return x + y
+        return residual_attention(x, self.width, self.heads, self.dtype)
+
+
+def residual_attention(x, width: int, heads: int, dtype):
+    """`ResidualAttentionBlock`'s computation. Called inside a compact method, its layers (`attn`,
+    `ln_1`, `ln_2`, `c_fc`, `c_proj`) become the caller's submodules (TF-CLIP's TMD block has
+    them under its own name)."""
+    x = x + SelfAttention(width, heads, dtype, name="attn")(layer_norm(x, "ln_1"))
+    y = _torch_linear(4 * width, width, dtype, "c_fc")(layer_norm(x, "ln_2"))
+    y = _torch_linear(width, 4 * width, dtype, "c_proj")(quick_gelu(y))
+    return x + y
 
 
 def _torch_linear(features: int, fan_in: int, dtype, name: str) -> nn.Dense:

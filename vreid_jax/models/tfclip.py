@@ -121,12 +121,8 @@ class TemporalMemoryDiffusion(nn.Module):
         attend = clip_vit.SelfAttention(self.width, self.heads, self.dtype, name="message_attn")
         message = message + attend(clip_vit.layer_norm(message, "message_ln"))  # across T
         x = jnp.concatenate([x, message[:, :, None, :]], axis=2).reshape(b * t, length + 1, d)
-        x = x + clip_vit.SelfAttention(self.width, self.heads, self.dtype, name="attn")(
-            clip_vit.layer_norm(x, "ln_1")
-        )
-        y = _dense(4 * d, d, "c_fc", dtype=self.dtype)(clip_vit.layer_norm(x, "ln_2"))
-        y = _dense(d, 4 * d, "c_proj", dtype=self.dtype)(clip_vit.quick_gelu(y))
-        return (x + y).reshape(b, t, length + 1, d)
+        x = clip_vit.residual_attention(x, self.width, self.heads, self.dtype)  # Per frame.
+        return x.reshape(b, t, length + 1, d)
 
 
 class PromptAttention(nn.Module):
