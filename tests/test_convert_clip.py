@@ -173,19 +173,19 @@ def _hf_tokens(model, images, projection=None):
     return tokens.numpy(), projected
 
 
+def _saved_and_converted(model, tmp_path, capsys):
+    """`model.save_pretrained` (transformers' `model.safetensors`) converted for 224x224: the
+    `.npz` and what the converter printed."""
+    model.save_pretrained(tmp_path / "hf")
+    safetensors = tmp_path / "hf" / "model.safetensors"
+    npz = _convert(safetensors, tmp_path / "clip.npz", "--height", 224, "--width", 224)
+    return npz, capsys.readouterr().out
+
+
 def test_hugging_face_clip_vision_model_every_token(tmp_path, capsys):
     transformers = pytest.importorskip("transformers")
     model = torch_clip.randomize_(transformers.CLIPVisionModel(_hf_vision_config()), 3).eval()
-    model.save_pretrained(tmp_path / "hf")
-    npz = _convert(
-        tmp_path / "hf" / "model.safetensors",
-        tmp_path / "clip.npz",
-        "--height",
-        224,
-        "--width",
-        224,
-    )
-    printed = capsys.readouterr().out
+    npz, printed = _saved_and_converted(model, tmp_path, capsys)
     assert "Hugging Face CLIP safetensors file" in printed
     assert "heads: 4 (config.json)" in printed and "no projection" in printed
 
@@ -235,16 +235,7 @@ def test_hugging_face_clip_model_every_token_and_projection(tmp_path, capsys):
         text_config=text, vision_config=_hf_vision_config().to_dict(), projection_dim=OUT
     )
     model = torch_clip.randomize_(transformers.CLIPModel(config), 5).eval()
-    model.save_pretrained(tmp_path / "hf")
-    npz = _convert(
-        tmp_path / "hf" / "model.safetensors",
-        tmp_path / "clip.npz",
-        "--height",
-        224,
-        "--width",
-        224,
-    )
-    printed = capsys.readouterr().out
+    npz, printed = _saved_and_converted(model, tmp_path, capsys)
     assert "output 32" in printed and "ignored" in printed
 
     module, variables = clip_pretrained.from_npz(str(npz))

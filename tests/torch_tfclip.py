@@ -13,36 +13,26 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
-from collections import OrderedDict
 
 import numpy as np
 import torch
 import torch_mapping
 from torch import nn
-from torch_clip import QuickGELU, VisionTransformer
+from torch_clip import QuickGELU, ResidualAttentionBlock, VisionTransformer
 
 from vreid_jax.models import clip_pretrained
 
 
-class CrossFrameBlock(nn.Module):
+class CrossFrameBlock(ResidualAttentionBlock):
+    """CLIP's residual block over each frame's tokens and its message token, after the message
+    tokens attend across the T frames."""
+
     def __init__(self, d: int, heads: int, T: int):
-        super().__init__()
+        super().__init__(d, heads)
         self.T = T
         self.message_fc = nn.Linear(d, d)
         self.message_ln = nn.LayerNorm(d)
         self.message_attn = nn.MultiheadAttention(d, heads)
-        self.attn = nn.MultiheadAttention(d, heads)
-        self.ln_1 = nn.LayerNorm(d)
-        self.mlp = nn.Sequential(
-            OrderedDict(
-                [
-                    ("c_fc", nn.Linear(d, 4 * d)),
-                    ("gelu", QuickGELU()),
-                    ("c_proj", nn.Linear(4 * d, d)),
-                ]
-            )
-        )
-        self.ln_2 = nn.LayerNorm(d)
 
     def forward(self, x):  # [L, B * T, D]
         length, bt, d = x.shape
@@ -54,9 +44,7 @@ class CrossFrameBlock(nn.Module):
         msg = msg + self.message_attn(y, y, y, need_weights=False)[0]
         msg = msg.view(self.T, 1, b, d).permute(1, 2, 0, 3)
         x = torch.cat([x, msg], dim=0).reshape(length + 1, -1, d)
-        y = self.ln_1(x)
-        x = x + self.attn(y, y, y, need_weights=False)[0]
-        return x + self.mlp(self.ln_2(x))
+        return super().forward(x)
 
 
 class TMD(nn.Module):
