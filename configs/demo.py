@@ -1,7 +1,9 @@
-r"""Quick-start demo: train and evaluate a small NL3D or GLTR on synthetic MARS, on a laptop CPU.
+r"""Quick-start demo: train and evaluate a small NL3D, GLTR or TF-CLIP on synthetic MARS, on a
+laptop CPU.
 
   python -m vreid_jax.main --config configs/demo.py --workdir runs/demo
   python -m vreid_jax.main --config configs/demo.py:model=gltr --workdir runs/demo_gltr
+  python -m vreid_jax.main --config configs/demo.py:model=tfclip --workdir runs/demo_tfclip
 
 On first use the synthetic dataset is generated in the real MARS layout and converted by the real
 converter (`data_prep`), into `config.data.data_dir` (default: a cache folder in the user's home).
@@ -12,6 +14,10 @@ table shows both, so it is plain whether training did something.
 
 from configs import default
 from vreid_jax import config_lib
+
+# The demo's CLIP ViT image encoder (`config.model.tfclip`); `benchmarks/transfer.py` pre-trains
+# one of this shape in torch.
+DEMO_CLIP = dict(width=64, layers=4, heads=4, patch_size=8, output_dim=64)
 
 
 def get_config(arg=None):
@@ -41,6 +47,8 @@ def get_config(arg=None):
     config.input.clip_len = 4
     if args.model == "gltr":
         config.input.train_sampler = "consecutive"
+    elif args.model == "tfclip":
+        config.input.train_sampler = "restricted"  # TF-CLIP's: one random frame per chunk.
     else:
         config.input.window = 16
         config.input.train_sampler = "restricted_window"
@@ -53,6 +61,16 @@ def get_config(arg=None):
     config.schedule.decay_rate = 0.1
     config.schedule.milestones_epochs = (46.875,)
     config.num_train_steps = 500
+    if args.model == "tfclip":
+        # A 4-layer width-64 CLIP ViT (4 heads of 16) with 8-pixel patches, an 8x4 grid on 64x32
+        # frames (16-pixel patches leave 4x2 tokens, too few to attend over).
+        # TF-CLIP requires its Adam, WarmupMultiStepLR with whole warm-up epochs and Euclidean
+        # triplets (`config_lib.validate`): one warm-up epoch (8 steps), the demo's milestone.
+        # Adam at 1e-3 rather than the ResNets' 3e-3: the peak rate at which
+        # `benchmarks/transfer.py` trains the same ViT in torch (not tuned for this demo).
+        config.model.tfclip.update(**DEMO_CLIP)
+        config.optim.learning_rate = 1e-3
+        config.schedule.warmup_epochs = 1.0
 
     config.eval.before_training = True
     config.eval.batch_size = 32

@@ -142,6 +142,9 @@ def test_every_shipped_config_is_valid(repo_root):
         name = os.path.basename(path)[:-3]
         if name not in ("__init__", "recipe"):
             config_lib.validate(importlib.import_module(f"configs.{name}").get_config())
+    demo = importlib.import_module("configs.demo")
+    for model in ("gltr", "tfclip"):  # The demo's other models (TF-CLIP's training is checked).
+        config_lib.validate(demo.get_config(f"model={model}"))
 
 
 def test_validation_imports_neither_jax_nor_tensorflow(repo_root):
