@@ -323,11 +323,12 @@ def _jax_part(op_name: str) -> str:
     return f"loss and glue {direction}"
 
 
-def jax_trace_breakdown(trace_dir: pathlib.Path, hlo_text: str, steps: int) -> dict:
-    """Seconds per step of the JAX trace's XLA thunks, by part of the step (`_jax_part`) and by op
-    kind: 'conv/matmul' (YNNPACK/oneDNN fusions, convolutions, dots) or 'other' (elementwise and
-    reduction fusions: BN, ReLU, Adam; copies, transposes). Thunks may overlap in time, so these
-    are thunk-seconds; `coverage` is the share of thunk time whose HLO instruction was found."""
+def jax_trace_breakdown(trace_dir: pathlib.Path, hlo_text: str, steps: int, part=None) -> dict:
+    """Seconds per step of the JAX trace's XLA thunks, by part of the step (`part(op_name)`,
+    default `_jax_part`) and by op kind: 'conv/matmul' (YNNPACK/oneDNN fusions, convolutions,
+    dots) or 'other' (elementwise and reduction fusions: BN, ReLU, Adam; copies, transposes).
+    Thunks may overlap in time, so these are thunk-seconds; `coverage` is the share of thunk time
+    whose HLO instruction was found."""
     ops, calls, computation_names = {}, {}, {}
     computation = None
     for line in hlo_text.splitlines():
@@ -366,7 +367,7 @@ def jax_trace_breakdown(trace_dir: pathlib.Path, hlo_text: str, steps: int) -> d
             if name.startswith(("ynn_fusion", "onednn", "convolution", "dot", "custom-call"))
             else "other"
         )
-        row = table.setdefault(_jax_part(ops[name]), {"conv/matmul": 0.0, "other": 0.0})
+        row = table.setdefault((part or _jax_part)(ops[name]), {"conv/matmul": 0.0, "other": 0.0})
         row[kind] += seconds
         found += event["dur"]
         total += event["dur"]
