@@ -68,7 +68,21 @@ def default_config():
 
 def model_config(args):
     """`default_config()` with the model flags the scripts share: model, dtype, stage_sizes (a
-    comma-separated string; empty = the depth's) and width_channels."""
+    comma-separated string; empty = the depth's) and width_channels; for TF-CLIP, whose training
+    kind takes only its own optimizer and schedule, its MARS recipe (no pretrained file) with
+    `args.vit_size` ('WIDTH,LAYERS,HEADS,OUTPUT_DIM'; empty = ViT-B/16) when the script has it."""
+    if args.model == "tfclip":
+        from configs import recipe  # noqa: PLC0415  (the repository root is on sys.path)
+
+        config = recipe.make("tfclip", "mars", None)
+        config.model.update(dtype=args.dtype, pretrained="")
+        size = getattr(args, "vit_size", "")
+        if size:
+            width, layers, heads, output_dim = (int(n) for n in size.split(","))
+            config.model.tfclip.update(
+                width=width, layers=layers, heads=heads, output_dim=output_dim
+            )
+        return config
     config = default_config()
     config.model.update(
         name=args.model,
