@@ -60,7 +60,6 @@ import importlib
 import os
 import pathlib
 import sys
-import time
 import types
 
 import common  # benchmarks/common.py (this folder is on sys.path when run as a script)
@@ -532,18 +531,7 @@ def main() -> None:
     torch_step, torch_extract, torch_inputs = torch_side(
         net, loss_fn, optimizer, frames, labels, cameras, memory, official
     )
-    start = time.perf_counter()
-    descriptors = {"jax": np.asarray(jax_extract()), "torch": torch_extract().numpy()}
-    eval_diff = float(
-        np.abs(descriptors["jax"] - descriptors["torch"]).max() / np.abs(descriptors["torch"]).max()
-    )
-    first_loss = {"jax": jax_step(), "torch": torch_step()}
-    first_calls_s = round(time.perf_counter() - start, 2)
-    loss_diff = abs(first_loss["jax"] - first_loss["torch"]) / abs(first_loss["torch"])
-    print(
-        f"same model: eval descriptors max|diff|/max|value| {eval_diff:.1e}, first losses "
-        f"{first_loss} (relative difference {loss_diff:.1e})"
-    )
+    checks = common.first_calls(jax_extract, torch_extract, jax_step, torch_step)
 
     blocks = {}
     if "train" in args.modes:
@@ -574,19 +562,7 @@ def main() -> None:
         "num_classes": args.num_classes,
         "dtype": "float32",
         "cores": cores,
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "rounds": args.rounds,
-        "steps_per_round": args.steps,
-        "foreign_share_per_round": run["foreign_share_per_round"],
-        "kept_rounds": run["kept_rounds"],
-        "all_rounds_contended": run["all_rounds_contended"],
-        "eval_descriptor_relative_diff": eval_diff,
-        "first_loss": first_loss,
-        "first_loss_relative_diff": loss_diff,
-        "first_calls_s_both": first_calls_s,
-        "jax_compilations": {k: f._cache_size() for k, f in compiled.items()},
-        "machine": common.machine(),
+        **common.run_facts(run, checks, compiled, args.steps),
     }
     if args.profile:
         profile = {}
@@ -602,28 +578,14 @@ def main() -> None:
                 f"{part:28s} JAX {row['jax_s']:8.4f} s  torch {row['torch_s']:8.4f} s  "
                 f"torch/JAX {row['ratio_torch_over_jax']}"
             )
-    frames_per_batch = args.batch * args.clip_len
-    for mode in ("train", "eval"):
-        if f"jax/{mode}" not in blocks:
-            continue
-        jax_s = common.summarise(run, f"jax/{mode}")
-        torch_s = common.summarise(run, f"torch/{mode}")
-        record = {
-            **common_record,
-            "mode": mode,
-            "jax_s": jax_s,
-            "torch_s": torch_s,
-            "ratio_torch_over_jax": round(torch_s["median"] / jax_s["median"], 3),
-            "ratio_of_min_times": round(torch_s["min"] / jax_s["min"], 3),
-            "jax_frames_per_s": round(frames_per_batch / jax_s["median"], 2),
-            "torch_frames_per_s": round(frames_per_batch / torch_s["median"], 2),
-        }
+    records = common.framework_records(run, args.batch * args.clip_len, common_record)
+    for mode, record in records.items():
         variant = f"jax_residual_grad_barrier/{mode}"
         if variant in blocks:
             barrier_s = common.summarise(run, variant)
             record["jax_residual_grad_barrier_s"] = barrier_s
             record["ratio_torch_over_jax_residual_grad_barrier"] = round(
-                torch_s["median"] / barrier_s["median"], 3
+                record["torch_s"]["median"] / barrier_s["median"], 3
             )
             print(
                 f"  with --residual_grad_barrier: JAX {barrier_s['median']:.4f} s "
@@ -632,14 +594,7 @@ def main() -> None:
             )
         key = f"{peer}/{mode}/{size}/{len(cores)}cores" + (f"/{args.label}" if args.label else "")
         written = common.merge_result("tfclip_vs_official", key, record, args.out)
-        print(
-            f"tfclip_vs_official {key}: JAX {jax_s['median']:.4f} s [{jax_s['min']:.4f}-"
-            f"{jax_s['max']:.4f}], torch {torch_s['median']:.4f} s [{torch_s['min']:.4f}-"
-            f"{torch_s['max']:.4f}], ratio torch/JAX {record['ratio_torch_over_jax']} (of the "
-            f"fastest {record['ratio_of_min_times']}), {jax_s['n']} calls each from "
-            f"{len(run['kept_rounds'])}/{args.rounds} rounds; frames/s JAX "
-            f"{record['jax_frames_per_s']}, torch {record['torch_frames_per_s']} -> {written}"
-        )
+        print(common.framework_summary("tfclip_vs_official", key, record, run, written))
 
 
 if __name__ == "__main__":
