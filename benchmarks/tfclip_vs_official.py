@@ -25,7 +25,8 @@ The official model is ViT-B/16 by construction (width 768, 12 layers: its `Visio
 indexes `resblocks[11]`, TMD and SSP are built at 768 and 512); only the frame size, the clip
 length, the batch and the number of identities are free. Without `--official`, the PyTorch side
 is the tests' plain-torch re-implementation (`tests/torch_tfclip.py`, the official tensor layout,
-parity in `tests/test_tfclip.py`) and the encoder's size is free too (`--width`, `--layers`).
+parity in `tests/test_tfclip.py`) and the encoder's size is free too (`--width_channels`,
+`--layers`).
 
 Both sides start from the same weights (the torch model's, mapped onto our variables by
 `tests/torch_tfclip.to_flax_flat`), the same CLIP-Memory (random, `[num_classes, 512]`) and the
@@ -41,7 +42,9 @@ Rounds alternate JAX and torch in one process pinned to `--cores` (`common.alter
 before each block, rounds where other processes took more than `--max_foreign` of the cores are
 discarded). Ratio = torch time / JAX time (>= 1: JAX as fast). `--profile` adds the same timing
 per component: the image encoder forward and forward + backward (train mode, cameras on), TMD
-forward, and the optimizer update alone.
+forward, and the optimizer update alone. `--residual_grad_barrier` also times the JAX step with
+the experiment `residual_grad_barrier` (the residual stream's gradient materialised per encoder
+block; the project's model is not changed).
 
 Run: python benchmarks/tfclip_vs_official.py --official TF-CLIP --cores 2 --batch 4 --clip_len 8 \
     --height 128 --width 64
