@@ -68,7 +68,21 @@ def default_config():
 
 def model_config(args):
     """`default_config()` with the model flags the scripts share: model, dtype, stage_sizes (a
-    comma-separated string; empty = the depth's) and width_channels."""
+    comma-separated string; empty = the depth's) and width_channels; for TF-CLIP, whose training
+    kind takes only its own optimizer and schedule, its MARS recipe (no pretrained file) with
+    `args.vit_size` ('WIDTH,LAYERS,HEADS,OUTPUT_DIM'; empty = ViT-B/16) when the script has it."""
+    if args.model == "tfclip":
+        from configs import recipe  # noqa: PLC0415  (the repository root is on sys.path)
+
+        config = recipe.make("tfclip", "mars", None)
+        config.model.update(dtype=args.dtype, pretrained="")
+        size = getattr(args, "vit_size", "")
+        if size:
+            width, layers, heads, output_dim = (int(n) for n in size.split(","))
+            config.model.tfclip.update(
+                width=width, layers=layers, heads=heads, output_dim=output_dim
+            )
+        return config
     config = default_config()
     config.model.update(
         name=args.model,
@@ -193,3 +207,81 @@ def summarise(run: dict, name: str) -> dict:
         "n": len(kept),
         "all": [round(t, 4) for steps in run["times"][name] for t in steps],
     }
+
+
+def first_calls(jax_eval, torch_eval, jax_step, torch_step) -> dict:
+    """Each framework's evaluation and first train step once (JAX compiles), compared: the same
+    model on both sides gives the same features and the same first loss. Each callable blocks and
+    returns the features (array or CPU tensor) or the loss (float)."""
+    import numpy as np  # noqa: PLC0415
+
+    start = time.perf_counter()
+    ours, theirs = np.asarray(jax_eval()), np.asarray(torch_eval())
+    eval_diff = float(np.abs(ours - theirs).max() / np.abs(theirs).max())
+    first_loss = {"jax": jax_step(), "torch": torch_step()}
+    loss_diff = abs(first_loss["jax"] - first_loss["torch"]) / abs(first_loss["torch"])
+    print(
+        f"same model: eval features max|diff|/max|value| {eval_diff:.1e}, first losses "
+        f"{first_loss} (relative difference {loss_diff:.1e})"
+    )
+    return {
+        "eval_features_relative_diff": eval_diff,
+        "first_loss": first_loss,
+        "first_loss_relative_diff": loss_diff,
+        "first_calls_s_both": round(time.perf_counter() - start, 2),
+    }
+
+
+def run_facts(run: dict, checks: dict, compiled: dict, steps_per_round: int) -> dict:
+    """What every JAX-vs-torch record holds besides its times: torch's version and threads, the
+    rounds and which were kept, `first_calls`' checks, each jitted function's compilations (a
+    name -> `jax.jit` object dict) and the machine."""
+    import torch  # noqa: PLC0415
+
+    return {
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "rounds": len(run["foreign_share_per_round"]),
+        "steps_per_round": steps_per_round,
+        "foreign_share_per_round": run["foreign_share_per_round"],
+        "kept_rounds": run["kept_rounds"],
+        "all_rounds_contended": run["all_rounds_contended"],
+        **checks,
+        "jax_compilations": {k: f._cache_size() for k, f in compiled.items()},
+        "machine": machine(),
+    }
+
+
+def framework_records(run: dict, frames_per_call: int, base: dict) -> dict:
+    """Mode ('train', 'eval') -> `base` plus the JAX and torch times of `alternate`'s blocks
+    'jax/<mode>' and 'torch/<mode>', their ratio (torch / JAX: >= 1 when JAX is as fast) and
+    frames/s; modes that were not run are left out."""
+    records = {}
+    for mode in ("train", "eval"):
+        if f"jax/{mode}" not in run["times"]:
+            continue
+        jax_s, torch_s = summarise(run, f"jax/{mode}"), summarise(run, f"torch/{mode}")
+        records[mode] = {
+            **base,
+            "mode": mode,
+            "jax_s": jax_s,
+            "torch_s": torch_s,
+            "ratio_torch_over_jax": round(torch_s["median"] / jax_s["median"], 3),
+            "ratio_of_min_times": round(torch_s["min"] / jax_s["min"], 3),
+            "jax_frames_per_s": round(frames_per_call / jax_s["median"], 2),
+            "torch_frames_per_s": round(frames_per_call / torch_s["median"], 2),
+        }
+    return records
+
+
+def framework_summary(name: str, key: str, record: dict, run: dict, written) -> str:
+    """The one-line summary of a `framework_records` record."""
+    jax_s, torch_s = record["jax_s"], record["torch_s"]
+    return (
+        f"{name} {key}: JAX {jax_s['median']:.4f} s [{jax_s['min']:.4f}-{jax_s['max']:.4f}], "
+        f"torch {torch_s['median']:.4f} s [{torch_s['min']:.4f}-{torch_s['max']:.4f}], ratio "
+        f"torch/JAX {record['ratio_torch_over_jax']} (of the fastest "
+        f"{record['ratio_of_min_times']}), {jax_s['n']} calls each from "
+        f"{len(run['kept_rounds'])}/{len(run['foreign_share_per_round'])} rounds; frames/s JAX "
+        f"{record['jax_frames_per_s']}, torch {record['torch_frames_per_s']} -> {written}"
+    )

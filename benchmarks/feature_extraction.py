@@ -11,6 +11,7 @@ gallery, about 658k frames) and set next to the measured MARS-scale ranking time
 straightforward per-query loop): evaluation should be bounded by feature extraction, not ranking.
 
 Run: python benchmarks/feature_extraction.py --model gltr [--tracklets 8 --frames 32 --batch 32]
+     python benchmarks/feature_extraction.py --model tfclip [--vit_size 64,2,4,64]
 Small smoke run: --height 64 --width 32 --stage_sizes 1,1,1,1 --width_channels 8 --out /tmp/x.json
 Adds one entry to benchmarks/results/feature_extraction.json and prints a one-line summary.
 """
@@ -29,7 +30,7 @@ MARS_EVAL_FRAMES = 657_709  # MARS query + gallery tracklets without junk (relea
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=("nl3d", "gltr"), default="gltr")
+    parser.add_argument("--model", choices=("nl3d", "gltr", "tfclip"), default="gltr")
     parser.add_argument("--tracklets", type=int, default=8)
     parser.add_argument("--frames", type=int, default=32, help="Frames per tracklet.")
     parser.add_argument("--height", type=int, default=256)
@@ -38,6 +39,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=0, help="Eval batch (0: the config's).")
     parser.add_argument("--stage_sizes", default="", help="e.g. 1,1,1,1 (default: ResNet-50).")
     parser.add_argument("--width_channels", type=int, default=64)
+    parser.add_argument(
+        "--vit_size", default="", help="TF-CLIP's WIDTH,LAYERS,HEADS,OUTPUT_DIM (ViT-B/16)."
+    )
     parser.add_argument("--repeats", type=int, default=3, help="Timed runs of each (median).")
     parser.add_argument("--label", default="", help="Suffix of the result key (e.g. before).")
     parser.add_argument("--out", default="", help="Result JSON.")
@@ -93,12 +97,16 @@ def main() -> None:
             clip_len,
         )
     num_batches = -(-frames // (batch * per_item))
-    inputs = parallel.host_to_global({"x": np.zeros(shape, np.uint8)}, mesh)["x"]
-    jax.block_until_ready(fn(variables, inputs))
+    host = {"x": np.zeros(shape, np.uint8)}
+    if "cameras" in getattr(extractor, "_array_keys", ()):  # TF-CLIP: clips and their cameras
+        host["cameras"] = np.zeros((batch,), np.int32)
+    on_devices = parallel.host_to_global(host, mesh)
+    inputs = [on_devices[k] for k in host]
+    jax.block_until_ready(fn(variables, *inputs))
     compute_times = []
     for _ in range(args.repeats):
         start = time.perf_counter()
-        jax.block_until_ready([fn(variables, inputs) for _ in range(num_batches)])
+        jax.block_until_ready([fn(variables, *inputs) for _ in range(num_batches)])
         compute_times.append(time.perf_counter() - start)
     compute_frames_per_s = num_batches * batch * per_item / statistics.median(compute_times)
 
@@ -124,12 +132,18 @@ def main() -> None:
         "mars_projected_extraction_s": round(mars_extract_s, 1),
         "mars_ranking_s": round(ranking_s, 3),  # From results/evaluate_rank.json.
         "ranking_share_of_eval": round(ranking_s / (ranking_s + mars_extract_s), 5),
-        "model_size": {"stage_sizes": args.stage_sizes or "resnet50", "width": args.width_channels},
+        "model_size": (
+            {"vit": args.vit_size or "768,12,12,512"}
+            if args.model == "tfclip"
+            else {"stage_sizes": args.stage_sizes or "resnet50", "width": args.width_channels}
+        ),
         "machine": common.machine(),
     }
+    size = f"{args.stage_sizes or 'resnet50'}w{args.width_channels}"
+    if args.model == "tfclip":
+        size = f"vit{(args.vit_size or '768,12,12,512').replace(',', '_')}"
     key = f"{args.model}/{args.dtype}/{args.height}x{args.width}/" + (
-        f"{args.stage_sizes or 'resnet50'}w{args.width_channels}/{record['machine']['backend']}"
-        f"/b{batch}" + (f"/{args.label}" if args.label else "")
+        f"{size}/{record['machine']['backend']}/b{batch}" + (f"/{args.label}" if args.label else "")
     )
     written = common.merge_result("feature_extraction", key, record, args.out)
     print(

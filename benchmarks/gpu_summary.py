@@ -42,7 +42,7 @@ def rows(folder: pathlib.Path) -> list[str]:
         " | clips/s consumed | input clips/s | eval frames/s (end to end / compute) | verdict |"
     )
     lines = [header, "|" + "---|" * 9]
-    for model in ("nl3d", "gltr"):
+    for model in ("nl3d", "gltr", "tfclip"):
         for dtype in ("bfloat16", "float32"):
             step = _find(steps, model, dtype)
             extract = _find(extraction, model, dtype)

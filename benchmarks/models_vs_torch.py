@@ -46,7 +46,6 @@ import pathlib
 import re
 import shutil
 import sys
-import time
 
 import common  # benchmarks/common.py (this folder is on sys.path when run as a script)
 
@@ -323,11 +322,12 @@ def _jax_part(op_name: str) -> str:
     return f"loss and glue {direction}"
 
 
-def jax_trace_breakdown(trace_dir: pathlib.Path, hlo_text: str, steps: int) -> dict:
-    """Seconds per step of the JAX trace's XLA thunks, by part of the step (`_jax_part`) and by op
-    kind: 'conv/matmul' (YNNPACK/oneDNN fusions, convolutions, dots) or 'other' (elementwise and
-    reduction fusions: BN, ReLU, Adam; copies, transposes). Thunks may overlap in time, so these
-    are thunk-seconds; `coverage` is the share of thunk time whose HLO instruction was found."""
+def jax_trace_breakdown(trace_dir: pathlib.Path, hlo_text: str, steps: int, part=None) -> dict:
+    """Seconds per step of the JAX trace's XLA thunks, by part of the step (`part(op_name)`,
+    default `_jax_part`) and by op kind: 'conv/matmul' (YNNPACK/oneDNN fusions, convolutions,
+    dots) or 'other' (elementwise and reduction fusions: BN, ReLU, Adam; copies, transposes).
+    Thunks may overlap in time, so these are thunk-seconds; `coverage` is the share of thunk time
+    whose HLO instruction was found."""
     ops, calls, computation_names = {}, {}, {}
     computation = None
     for line in hlo_text.splitlines():
@@ -366,7 +366,7 @@ def jax_trace_breakdown(trace_dir: pathlib.Path, hlo_text: str, steps: int) -> d
             if name.startswith(("ynn_fusion", "onednn", "convolution", "dot", "custom-call"))
             else "other"
         )
-        row = table.setdefault(_jax_part(ops[name]), {"conv/matmul": 0.0, "other": 0.0})
+        row = table.setdefault((part or _jax_part)(ops[name]), {"conv/matmul": 0.0, "other": 0.0})
         row[kind] += seconds
         found += event["dur"]
         total += event["dur"]
@@ -504,18 +504,7 @@ def main() -> None:
     )
     torch_step, torch_extract, torch_parts = torch_side(net, frames, labels, config, args.clip_len)
     # Same weights: compare the eval features, then the first training losses.
-    start = time.perf_counter()
-    features = {"jax": np.asarray(jax_extract()), "torch": torch_extract().numpy()}
-    eval_diff = float(
-        np.abs(features["jax"] - features["torch"]).max() / np.abs(features["torch"]).max()
-    )
-    first_loss = {"jax": jax_step(), "torch": torch_step()}
-    first_calls_s = round(time.perf_counter() - start, 2)
-    loss_diff = abs(first_loss["jax"] - first_loss["torch"]) / abs(first_loss["torch"])
-    print(
-        f"same model: eval features max|diff|/max|value| {eval_diff:.1e}, first losses "
-        f"{first_loss} (relative difference {loss_diff:.1e})"
-    )
+    checks = common.first_calls(jax_extract, torch_extract, jax_step, torch_step)
 
     blocks = {}
     if "train" in args.modes:
@@ -535,19 +524,7 @@ def main() -> None:
         "model_size": {"stage_sizes": args.stage_sizes or "3,4,6,3", "width": args.width_channels},
         "dtype": args.dtype,
         "cores": cores,
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "rounds": args.rounds,
-        "steps_per_round": args.steps,
-        "foreign_share_per_round": run["foreign_share_per_round"],
-        "kept_rounds": run["kept_rounds"],
-        "all_rounds_contended": run["all_rounds_contended"],
-        "eval_features_relative_diff": eval_diff,
-        "first_loss": first_loss,
-        "first_loss_relative_diff": loss_diff,
-        "first_calls_s_both": first_calls_s,
-        "jax_compilations": {k: f._cache_size() for k, f in compiled.items()},
-        "machine": common.machine(),
+        **common.run_facts(run, checks, compiled, args.steps),
     }
     profiled = None
     if args.profile:
@@ -555,37 +532,14 @@ def main() -> None:
         _, state, batch = jax_parts
         hlo = lambda: compiled["train_step"].lower(state[0], batch).compile().as_text()  # noqa: E731
         profiled = profile(args, jax_step, torch_step, parts, cores, args.profile, hlo)
-    frames_per_batch = args.batch * args.clip_len
-    for mode in ("train", "eval"):
-        if f"jax/{mode}" not in blocks:
-            continue
-        jax_s, torch_s = (
-            common.summarise(run, f"jax/{mode}"),
-            common.summarise(run, f"torch/{mode}"),
-        )
-        record = {
-            **common_record,
-            "mode": mode,
-            "jax_s": jax_s,
-            "torch_s": torch_s,
-            "ratio_torch_over_jax": round(torch_s["median"] / jax_s["median"], 3),
-            "ratio_of_min_times": round(torch_s["min"] / jax_s["min"], 3),
-            "jax_frames_per_s": round(frames_per_batch / jax_s["median"], 2),
-            "torch_frames_per_s": round(frames_per_batch / torch_s["median"], 2),
-        }
+    records = common.framework_records(run, args.batch * args.clip_len, common_record)
+    for mode, record in records.items():
         if profiled and mode == "train":
             record["profile"] = profiled
         key = f"{args.model}/{mode}/{args.dtype}/{size}/{len(cores)}cores"
         key += f"/{args.label}" if args.label else ""
         written = common.merge_result("models_vs_torch", key, record, args.out)
-        print(
-            f"models_vs_torch {key}: JAX {jax_s['median']:.4f} s [{jax_s['min']:.4f}-"
-            f"{jax_s['max']:.4f}], torch {torch_s['median']:.4f} s [{torch_s['min']:.4f}-"
-            f"{torch_s['max']:.4f}], ratio torch/JAX {record['ratio_torch_over_jax']} (of the "
-            f"fastest {record['ratio_of_min_times']}), {jax_s['n']} calls each from "
-            f"{len(run['kept_rounds'])}/{args.rounds} rounds; frames/s JAX "
-            f"{record['jax_frames_per_s']}, torch {record['torch_frames_per_s']} -> {written}"
-        )
+        print(common.framework_summary("models_vs_torch", key, record, run, written))
     del jax
 
 

@@ -1,14 +1,17 @@
-"""Train-step throughput of NL3D and GLTR: clips/s, frames/s, XLA FLOPs, achieved FLOP/s and MFU.
+"""Train-step throughput of NL3D, GLTR, TF-CLIP: clips/s, frames/s, XLA FLOPs, FLOP/s and MFU.
 
-Times the project's own compiled step (`vreid_jax.training.loop.compile_train_step`: forward, label-smoothed
-cross-entropy + batch-hard triplet, backward, Adam) on a device-resident random batch, so the input
-pipeline is out of the measurement (`benchmarks/input_pipeline.py` measures it; this script puts the
-two side by side). FLOPs per step come from XLA's cost analysis of the lowered step (a multiply-add
-counts 2). MFU = achieved FLOP/s / peak FLOP/s of the devices used: the vendor figure for known
-accelerators (`common.PEAK_FLOPS`), an estimate for CPUs. The step must compile exactly once.
+Times the project's own compiled step (`vreid_jax.training.loop.compile_train_step`: forward, the
+model's training loss (NL3D, GLTR: label-smoothed cross-entropy + batch-hard triplet; TF-CLIP: its
+own, with a zero CLIP-Memory and random cameras), backward, the model's optimizer) on a
+device-resident random batch, so the input pipeline is out of the measurement
+(`benchmarks/input_pipeline.py` measures it; this script puts the two side by side). FLOPs per step
+come from XLA's cost analysis of the lowered step (a multiply-add counts 2). MFU = achieved FLOP/s /
+peak FLOP/s of the devices used: the vendor figure for known accelerators (`common.PEAK_FLOPS`), an
+estimate for CPUs. The step must compile exactly once.
 
 Run: python benchmarks/train_step.py --model nl3d --batch 2 [--dtype bfloat16] [--devices 1]
      python benchmarks/train_step.py --model gltr --batch 4 --clip_len 8
+     python benchmarks/train_step.py --model tfclip --batch 4 --clip_len 8 [--vit_size 64,2,4,64]
 Small smoke run: --batch 1 --height 64 --width 32 --steps 2 --out /tmp/x.json
 Adds one entry to benchmarks/results/train_step.json and prints a one-line summary.
 """
@@ -33,15 +36,15 @@ def measure(config, *, num_classes: int, num_devices: int, steps: int, warmup: i
     import jax  # noqa: PLC0415  (imported after the caller set XLA_FLAGS)
     import numpy as np  # noqa: PLC0415
 
-    from vreid_jax import models, parallel  # noqa: PLC0415
-    from vreid_jax.training import loop, optim, preflight
+    from vreid_jax import parallel  # noqa: PLC0415
+    from vreid_jax.models import registry  # noqa: PLC0415
+    from vreid_jax.training import loop, preflight
     from vreid_jax.training import state as state_lib  # noqa: PLC0415
 
     cfg = config.input
     batch_size = cfg.num_ids_per_batch * cfg.num_instances
     mesh = parallel.make_mesh(jax.devices()[:num_devices])
-    model = models.build_model(config.model, num_classes)
-    tx, lr_fn = optim.create_optimizer(config, steps_per_epoch=1000)
+    model, tx, lr_fn = loop.model_and_optimizer(config, num_classes, steps_per_epoch=1000)
     state, shardings = state_lib.create_train_state(
         model, tx, state_lib.init_clips(config.input), seed=0, mesh=mesh
     )
@@ -49,15 +52,14 @@ def measure(config, *, num_classes: int, num_devices: int, steps: int, warmup: i
 
     rng = np.random.default_rng(0)
     shape = (batch_size, cfg.clip_len, cfg.height, cfg.width, 3)
-    batch = parallel.host_to_global(
-        {
-            "clips": rng.integers(0, 256, shape, dtype=np.uint8),
-            "labels": np.repeat(np.arange(cfg.num_ids_per_batch), cfg.num_instances).astype(
-                np.int32
-            ),
-        },
-        mesh,
-    )
+    host_batch = {
+        "clips": rng.integers(0, 256, shape, dtype=np.uint8),
+        "labels": np.repeat(np.arange(cfg.num_ids_per_batch), cfg.num_instances).astype(np.int32),
+    }
+    if registry.spec(config.model.name).takes_cameras:
+        host_batch["cameras"] = rng.integers(0, config.model.tfclip.num_cameras, batch_size)
+        host_batch["cameras"] = host_batch["cameras"].astype(np.int32)
+    batch = parallel.host_to_global(host_batch, mesh)
     compiled = step_fn.lower(state, batch).compile()
     cost = compiled.cost_analysis()
     flops = float((cost[0] if isinstance(cost, list | tuple) else cost)["flops"])
@@ -178,7 +180,7 @@ def build_config(args, batch: int):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=("nl3d", "gltr"), default="nl3d")
+    parser.add_argument("--model", choices=("nl3d", "gltr", "tfclip"), default="nl3d")
     parser.add_argument("--batch", type=int, default=2, help="Clips per global batch.")
     parser.add_argument("--clip_len", type=int, default=8)
     parser.add_argument("--height", type=int, default=256)
@@ -187,6 +189,9 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=1, help="Devices (the first N) to use.")
     parser.add_argument("--stage_sizes", default="", help="e.g. 1,1,1,1 (default: ResNet-50).")
     parser.add_argument("--width_channels", type=int, default=64, help="res2 width (64).")
+    parser.add_argument(
+        "--vit_size", default="", help="TF-CLIP's WIDTH,LAYERS,HEADS,OUTPUT_DIM (ViT-B/16)."
+    )
     parser.add_argument("--num_classes", type=int, default=625, help="625 = MARS train ids.")
     parser.add_argument(
         "--fast_cpu_ops", choices=("auto", "true", "false"), default="auto", help="config.model's."
@@ -211,7 +216,9 @@ def main() -> None:
     record.update(efficiency(record, args.dtype))
     record["input_pipeline"] = input_comparison(record, args.input_result)
     record.update(model=args.model, dtype=args.dtype, machine=common.machine())
-    if args.stage_sizes or args.width_channels != 64:
+    if args.model == "tfclip":
+        record["model_size"] = {"vit": args.vit_size or "768,12,12,512"}
+    elif args.stage_sizes or args.width_channels != 64:
         record["model_size"] = {"stage_sizes": args.stage_sizes, "width": args.width_channels}
     if record["compilations"] != 1:
         raise SystemExit(f"The train step compiled {record['compilations']} times, not once.")
