@@ -188,12 +188,28 @@ class ClipVisionTransformer(nn.Module):
         x = layer_norm(x + positional.astype(x.dtype), "ln_pre")
 
         for i in range(self.layers):
-            x = ResidualAttentionBlock(self.width, self.heads, self.dtype, name=f"resblocks_{i}")(x)
+            block = ResidualAttentionBlock(
+                self.width, self.heads, self.dtype, name=f"resblocks_{i}"
+            )
+            x = residual_gradient_once(block(x))
 
         tokens = layer_norm(x, "ln_post")
         proj = self.param("proj", nn.initializers.normal(scale), (self.width, self.output_dim))
         projected = jnp.dot(tokens, proj.astype(tokens.dtype))
         return ClipTokens(tokens.astype(jnp.float32), projected.astype(jnp.float32))
+
+
+@jax.custom_vjp
+def residual_gradient_once(x):
+    """The identity, whose gradient is computed once here (`optimization_barrier` on the
+    cotangent) rather than recomputed inside its consumers. Without it XLA:CPU fuses the residual
+    stream's whole gradient chain, from the last block down, into each LayerNorm's weight-gradient
+    operand: work quadratic in depth, a ViT-B/16 train step about 1.3x slower
+    (`benchmarks/README.md`, "TF-CLIP against the official PyTorch code"). Same values."""
+    return x
+
+
+residual_gradient_once.defvjp(lambda x: (x, None), lambda _, g: (jax.lax.optimization_barrier(g),))
 
 
 class CameraEmbedding(nn.Module):
